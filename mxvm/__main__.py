@@ -1,0 +1,3 @@
+from mxvm.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Node: a host that runs microVMs, as its agent registered it and the coordinator tracks it."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mxvm.models.resources import Resources
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$")
+
+
+class NodeStatus(StrEnum):
+    INITIALIZING = "initializing"
+    READY = "ready"
+    DOWN = "down"
+
+
+class Eligibility(StrEnum):
+    ELIGIBLE = "eligible"
+    INELIGIBLE = "ineligible"
+
+
+class Device(BaseModel):
+    """A schedulable device on a node (a GPU or another PCI function)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, description="stable id: PCI address or GPU UUID")
+    kind: str = Field(default="gpu", description="'gpu' or a PCI class such as '0x0302'")
+    vendor: str = ""
+    model: str = ""
+    memory_mb: int = Field(default=0, ge=0)
+    numa_node: int | None = None
+    pci_address: str | None = None
+    iommu_group: int | None = None
+    healthy: bool = True
+    health_reason: str = ""
+
+
+class NodeRegistration(BaseModel):
+    """What a host agent reports about its host when it registers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    address: str = Field(default="", description="address the coordinator can reach it on")
+    resources: Resources
+    reserved: Resources = Resources()
+    devices: list[Device] = Field(default_factory=list)
+    attributes: dict[str, str] = Field(default_factory=dict)
+    drivers: list[str] = Field(default_factory=list, description="usable hypervisor drivers")
+    host_volumes: dict[str, str] = Field(default_factory=dict, description="name -> host path")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be 1-63 characters of letters, digits, '.', '_' or '-'")
+        return v
+
+
+class Node(NodeRegistration):
+    id: str
+    status: NodeStatus = NodeStatus.INITIALIZING
+    eligibility: Eligibility = Eligibility.ELIGIBLE
+    subnet: str | None = None
+    last_heartbeat: datetime | None = None
+    created_at: datetime | None = None
+    modified_at: datetime | None = None
+
+    @property
+    def allocatable(self) -> Resources:
+        return self.resources - self.reserved
+
+    def attribute(self, key: str) -> str | None:
+        """Resolve a constraint target: `node.<field>` or `attr.<attribute>`."""
+        if key.startswith("attr."):
+            return self.attributes.get(key[5:])
+        if key.startswith("driver."):
+            return "true" if key[7:] in self.drivers else None
+        return {
+            "node.id": self.id,
+            "node.name": self.name,
+            "node.address": self.address,
+            "node.status": self.status.value,
+        }.get(key)
+
+
+class EligibilityUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    eligibility: Eligibility
