@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from mxvm.models.allocation import Allocation
@@ -23,6 +25,9 @@ class Plan(BaseModel):
     stops: list[AllocStop] = Field(default_factory=list)
     failures: dict[str, int] = Field(default_factory=dict)
     unplaced: int = Field(default=0, ge=0, description="allocations wanted but not placed")
+    next_eval_at: datetime | None = Field(
+        default=None, description="earliest time a follow-up evaluation should run (delays)"
+    )
 
     @property
     def empty(self) -> bool:
