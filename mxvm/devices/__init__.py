@@ -1,0 +1,1 @@
+"""Host devices: PCI/IOMMU inventory from sysfs, NVML inventory, VFIO binding of groups."""
