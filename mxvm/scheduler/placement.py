@@ -107,4 +107,12 @@ class Context:
             ports=port_map,
             previous_allocation=placement.previous.id if placement.previous else None,
             reschedule_attempts=placement.attempts,
+            # The rest are given rather than defaulted: defaults cost pydantic more per call.
+            desired_description="",
+            client_description="",
+            ip=None,
+            exit_code=None,
+            events=[],
+            created_at=None,
+            modified_at=None,
         )
