@@ -1,0 +1,139 @@
+"""Byte-stream ports the guest agent serves on.
+
+`VirtioPort` is the real one: a virtio-serial port, opened once read-write (the driver allows
+one opener, and reopening would flap the host's view of the port). Its semantics, which the
+agent is written against: read() returns b"" while no host is connected to QEMU's socket,
+and write() blocks until one is.
+
+`UnixListenPort` mimics those semantics with a listening unix socket (one host connection
+at a time, like QEMU's `-chardev socket,server=on`). Tests run the real agent on it, and a
+developer can run the agent on the host with `python -m mxvm.guest --listen PATH`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from mxvm.guest.protocol import PORT_NAME
+
+SYS_PORTS = Path("/sys/class/virtio-ports")
+
+
+class PortUnavailable(OSError):
+    """The port cannot be found or opened."""
+
+
+class Port(Protocol):
+    def read(self) -> bytes:
+        """Block for input; b"" means no host is connected right now."""
+
+    def write(self, data: bytes) -> None:
+        """Block until `data` is handed to the host side (or dropped on disconnect)."""
+
+    def close(self) -> None: ...
+
+
+def find_virtio_port(name: str = PORT_NAME, sys_dir: Path = SYS_PORTS) -> Path:
+    """The /dev node of the virtio-serial port called `name` (mdev makes no name symlinks)."""
+    for entry in sorted(sys_dir.glob("*")):
+        with contextlib.suppress(OSError):
+            if (entry / "name").read_text().strip() == name:
+                return Path("/dev") / entry.name
+    raise PortUnavailable(f"no virtio-serial port named {name!r} under {sys_dir}")
+
+
+class VirtioPort:
+    def __init__(self, dev: Path) -> None:
+        try:
+            self._fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise PortUnavailable(f"cannot open {dev}: {exc}") from exc
+
+    def read(self) -> bytes:
+        return os.read(self._fd, 65536)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+class UnixListenPort:
+    """A listening unix socket that serves one host connection at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(1)
+        self._conn: socket.socket | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def read(self) -> bytes:
+        conn = self._current() or self._accept()
+        if conn is None:
+            return b""
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+        return data
+
+    def write(self, data: bytes) -> None:
+        with self._cond:
+            while self._conn is None and not self._closed:
+                self._cond.wait()
+            conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.sendall(data)
+        except OSError:
+            self._drop(conn)  # like virtio-serial: what the departed host missed is gone
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            self._cond.notify_all()
+        for sock in (conn, self._server):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _current(self) -> socket.socket | None:
+        with self._cond:
+            return self._conn
+
+    def _accept(self) -> socket.socket | None:
+        try:
+            conn, _ = self._server.accept()
+        except OSError:
+            return None
+        with self._cond:
+            if self._closed:
+                conn.close()
+                return None
+            self._conn = conn
+            self._cond.notify_all()
+        return conn
+
+    def _drop(self, conn: socket.socket) -> None:
+        with self._cond:
+            if self._conn is conn:
+                self._conn = None
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv()
+        conn.close()

@@ -1,0 +1,149 @@
+"""The real guest agent, in-process, driven through the real host client."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from mxvm.guest.client import GuestClient, OutputChunk
+from mxvm.guest.errors import GuestCommandRejected, GuestTimeout, GuestUnavailable
+from mxvm.guest.protocol import AGENT_VERSION, MAX_CHUNK, Error, decode_guest_frame
+
+from .conftest import AgentUnderTest
+
+
+async def collect(handle: object) -> list[OutputChunk]:
+    return [chunk async for chunk in handle]  # type: ignore[attr-defined]
+
+
+async def test_ready_reports_version(served: AgentUnderTest) -> None:
+    c = await GuestClient.connect(served.sock, timeout=5)
+    info = await c.wait_ready(timeout=10)
+    assert info.agent_version == AGENT_VERSION and info.protocol == 1
+    await c.close()
+
+
+async def test_run_streams_output_and_reports_exit_code(client: GuestClient) -> None:
+    handle = await client.run(["sh", "-c", "echo hello; echo oops >&2; exit 3"])
+    chunks = await collect(handle)
+    assert b"".join(c.data for c in chunks if c.stream == "stdout") == b"hello\n"
+    assert b"".join(c.data for c in chunks if c.stream == "stderr") == b"oops\n"
+    assert await handle.exit_code(timeout=10) == 3
+
+
+async def test_output_arrives_before_the_command_ends(client: GuestClient) -> None:
+    handle = await client.start_exec(["sh", "-c", "echo first; sleep 1; echo second"])
+    first = await anext(aiter(handle))
+    assert first.data == b"first\n"
+    assert not handle.done
+    assert await handle.exit_code(timeout=10) == 0
+
+
+async def test_exec_collects_output(client: GuestClient, short_dir: Path) -> None:
+    result = await client.exec(
+        ["sh", "-c", 'printf "%s in %s" "$GREETING" "$(pwd)"'],
+        env={"GREETING": "hi"},
+        cwd=str(short_dir),
+        timeout=10,
+    )
+    assert result.stdout == f"hi in {short_dir}".encode()
+    assert (result.stderr, result.exit_code, result.error) == (b"", 0, None)
+
+
+async def test_large_output_is_chunked_and_complete(client: GuestClient) -> None:
+    handle = await client.start_exec(["head", "-c", "200000", "/dev/urandom"])
+    chunks = await collect(handle)
+    assert sum(len(c.data) for c in chunks) == 200000
+    assert max(len(c.data) for c in chunks) <= MAX_CHUNK
+
+
+async def test_command_not_found_is_127_with_the_error(client: GuestClient) -> None:
+    result = await client.exec(["no-such-command-xyz"], timeout=10)
+    assert result.exit_code == 127
+    assert result.error is not None and "No such file or directory" in result.error
+
+
+async def test_missing_cwd_is_126(client: GuestClient) -> None:
+    result = await client.exec(["true"], cwd="/nonexistent/dir", timeout=10)
+    assert result.exit_code == 126
+    assert result.error is not None and "/nonexistent/dir" in result.error
+
+
+async def test_signal_reaches_the_process_group(client: GuestClient) -> None:
+    handle = await client.start_exec(["sh", "-c", "sleep 30; echo survived"])
+    await asyncio.sleep(0.3)
+    await handle.signal(signal.SIGTERM)
+    end = await handle.wait(timeout=10)
+    assert (end.code, end.signal) == (128 + signal.SIGTERM, signal.SIGTERM)
+
+
+async def test_exec_timeout_kills_the_command(client: GuestClient) -> None:
+    with pytest.raises(GuestTimeout):
+        await client.exec(["sleep", "30"], timeout=0.5)
+    status = await client.status(timeout=5)
+    for _ in range(50):  # the SIGKILL is asynchronous
+        if not status.running:
+            break
+        await asyncio.sleep(0.1)
+        status = await client.status(timeout=5)
+    assert status.running == []
+
+
+async def test_second_main_command_is_rejected(client: GuestClient) -> None:
+    first = await client.run(["true"])
+    assert await first.exit_code(timeout=10) == 0
+    second = await client.run(["true"])
+    with pytest.raises(GuestCommandRejected, match="already started"):
+        await second.exit_code(timeout=10)
+
+
+async def test_status_after_reconnect(served: AgentUnderTest) -> None:
+    first = await GuestClient.connect(served.sock, timeout=5)
+    await first.wait_ready(timeout=10)
+    handle = await first.run(["sh", "-c", "sleep 1; echo done; exit 7"], cmd_id="main-1")
+    await first.close()
+    with pytest.raises(GuestUnavailable):
+        await handle.exit_code()
+
+    second = await GuestClient.connect(served.sock, timeout=5)
+    info = await second.wait_ready(timeout=10)  # answered by a pong: no second Ready
+    assert info.agent_version == AGENT_VERSION
+    status = await second.status(timeout=5)
+    assert (status.main_id, status.main_state, status.main_code) == ("main-1", "running", None)
+    main = second.attach("main-1")
+    assert b"done" in b"".join(c.data for c in await collect(main))
+    assert await main.exit_code(timeout=10) == 7
+    status = await second.status(timeout=5)
+    assert (status.main_state, status.main_code) == ("exited", 7)
+    assert (await second.exec(["echo", "still here"], timeout=10)).stdout == b"still here\n"
+    await second.close()
+
+
+async def test_malformed_frame_gets_an_error_and_the_agent_carries_on(
+    served: AgentUnderTest,
+) -> None:
+    reader, writer = await asyncio.open_unix_connection(served.sock)
+    writer.write(b'{"type": "exec", "id": "x", "argv": []}\n')
+    await writer.drain()
+    frames = [decode_guest_frame(await asyncio.wait_for(reader.readline(), 10)) for _ in range(2)]
+    errors = [f for f in frames if isinstance(f, Error)]
+    assert errors and "argv must not be empty" in errors[0].message
+    writer.close()
+    c = await GuestClient.connect(served.sock, timeout=5)
+    assert (await c.exec(["true"], timeout=10)).exit_code == 0
+    await c.close()
+
+
+async def test_shutdown_stops_commands_and_ends_serve(served: AgentUnderTest) -> None:
+    c = await GuestClient.connect(served.sock, timeout=5)
+    await c.wait_ready(timeout=10)
+    handle = await c.run(["sleep", "30"])
+    await asyncio.sleep(0.3)
+    await c.shutdown(grace_s=1.0)
+    end = await handle.wait(timeout=10)
+    assert end.signal == signal.SIGTERM
+    await asyncio.wait_for(served.task, 10)
+    await c.close()
