@@ -1,5 +1,6 @@
 """The mxvm vocabulary as pydantic models. No I/O and no clock in this package."""
 
+from mxvm.models.agent import AssignedAllocation, NodeAllocations, Registered
 from mxvm.models.allocation import (
     TERMINAL,
     TRANSITIONS,
@@ -46,6 +47,7 @@ __all__ = [
     "AllocStatusUpdate",
     "AllocStop",
     "Allocation",
+    "AssignedAllocation",
     "ClientStatus",
     "ClusterSnapshot",
     "Constraint",
@@ -62,6 +64,7 @@ __all__ = [
     "JobStatus",
     "JobType",
     "Node",
+    "NodeAllocations",
     "NodeRegistration",
     "NodeStatus",
     "NodeUsage",
@@ -69,6 +72,7 @@ __all__ = [
     "Plan",
     "PlanResult",
     "PortRequest",
+    "Registered",
     "ReschedulePolicy",
     "Resources",
     "RestartPolicy",

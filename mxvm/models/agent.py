@@ -1,0 +1,39 @@
+"""What the coordinator tells a host agent, and what the agent tells the coordinator."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mxvm.models.allocation import Allocation
+from mxvm.models.job import JobType, PortRequest, RestartPolicy, Task, VolumeRequest
+from mxvm.models.node import Node
+
+
+class AssignedAllocation(BaseModel):
+    """One allocation a node must run (or stop), with everything needed to run it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allocation: Allocation
+    job_name: str
+    job_type: JobType
+    task: Task
+    restart: RestartPolicy
+    ports: list[PortRequest] = Field(default_factory=list)
+    volumes: list[VolumeRequest] = Field(default_factory=list)
+
+
+class NodeAllocations(BaseModel):
+    """The answer to an agent's long-poll: its desired allocations at `index`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    allocations: list[AssignedAllocation]
+
+
+class Registered(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: Node
+    heartbeat_ttl_s: float

@@ -1,0 +1,105 @@
+"""Nodes: registration (with a subnet carved from the pool), eligibility, liveness."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+
+import asyncpg
+
+from mxvm.errors import Conflict, NotFound
+from mxvm.models import Eligibility, Node, NodeRegistration
+from mxvm.store import rows
+from mxvm.store.base import StoreBase
+from mxvm.store.queries import q
+
+
+def next_subnet(pool: str, prefix: int, used: set[str]) -> str:
+    """The first /prefix of `pool` that no node holds yet."""
+    net = ipaddress.ip_network(pool)
+    if prefix < net.prefixlen:
+        raise ValueError(f"node subnet prefix /{prefix} is larger than the pool {pool}")
+    for sub in net.subnets(new_prefix=prefix):
+        if str(sub) not in used:
+            return str(sub)
+    raise Conflict(f"node subnet pool {pool} is exhausted (/{prefix} each)")
+
+
+class NodeStore(StoreBase):
+    async def register_node(
+        self, reg: NodeRegistration, *, subnet_pool: str, subnet_prefix: int
+    ) -> tuple[Node, bool]:
+        """Insert or refresh a node by name; returns (node, newly created)."""
+        existing = await self.db.fetchrow(q("node_by_name"), reg.name)
+        node_id = existing["id"] if existing else str(uuid.uuid4())
+        for _ in range(5):  # two nodes registering at once may pick the same free subnet
+            subnet = existing["subnet"] if existing and existing["subnet"] else None
+            if subnet is None:
+                used = {str(r["subnet"]) for r in await self.db.fetch(q("node_subnets"))}
+                subnet = next_subnet(subnet_pool, subnet_prefix, used)
+            try:
+                row = await self.db.fetchrow(
+                    q("node_upsert"),
+                    node_id,
+                    reg.name,
+                    reg.address,
+                    reg.resources.cpu_millicores,
+                    reg.resources.memory_mb,
+                    reg.resources.disk_mb,
+                    reg.reserved.cpu_millicores,
+                    reg.reserved.memory_mb,
+                    reg.reserved.disk_mb,
+                    [d.model_dump(mode="json") for d in reg.devices],
+                    reg.attributes,
+                    reg.drivers,
+                    reg.host_volumes,
+                    str(subnet),
+                )
+            except asyncpg.UniqueViolationError:
+                continue
+            except asyncpg.CheckViolationError as exc:
+                raise Conflict(f"node resources are inconsistent: {exc}") from exc
+            assert row is not None
+            return rows.node(row), bool(row["inserted"])
+        raise Conflict("could not allocate a subnet for the node, try again")
+
+    async def get_node(self, node_id: str) -> Node:
+        row = await self.db.fetchrow(q("node_get"), node_id)
+        if row is None:
+            raise NotFound(f"node {node_id} not found")
+        return rows.node(row)
+
+    async def list_nodes(self) -> list[Node]:
+        return [rows.node(r) for r in await self.db.fetch(q("node_list"))]
+
+    async def set_node_eligibility(self, node_id: str, eligibility: Eligibility) -> Node:
+        row = await self.db.fetchrow(q("node_set_eligibility"), node_id, eligibility.value)
+        if row is None:
+            raise NotFound(f"node {node_id} not found")
+        return rows.node(row)
+
+    async def node_heartbeat(self, node_id: str, *, refresh_after_s: float) -> bool:
+        """Record a heartbeat; True when the node came back from down (capacity changed)."""
+        row = await self.db.fetchrow(q("node_heartbeat"), node_id, refresh_after_s)
+        if row is None:
+            status = await self.db.fetchval(q("node_exists"), node_id)
+            if status is None:
+                raise NotFound(f"node {node_id} not found")
+            return False
+        return True
+
+    async def ready_node_ids(self) -> list[str]:
+        return [r["id"] for r in await self.db.fetch(q("nodes_ready_ids"))]
+
+    async def mark_nodes_down(self, node_ids: list[str]) -> tuple[list[str], set[str]]:
+        """Mark nodes down and their live allocations lost; returns (nodes, affected job ids)."""
+        async with self.db.transaction() as conn:
+            down = [r["id"] for r in await conn.fetch(q("nodes_mark_down"), node_ids)]
+            lost = await conn.fetch(q("allocs_mark_lost"), down) if down else []
+        return down, {r["job_id"] for r in lost}
+
+    async def node_alloc_index(self, node_id: str) -> int:
+        idx = await self.db.fetchval(q("node_alloc_index"), node_id)
+        if idx is None:
+            raise NotFound(f"node {node_id} not found")
+        return int(idx)

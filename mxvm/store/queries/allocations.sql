@@ -1,0 +1,38 @@
+-- name: alloc_get
+SELECT * FROM allocations WHERE id = $1;
+
+-- name: alloc_get_for_update
+SELECT * FROM allocations WHERE id = $1 FOR UPDATE;
+
+-- name: alloc_list
+SELECT * FROM allocations ORDER BY created_at DESC, id LIMIT $1;
+
+-- name: alloc_list_job
+SELECT * FROM allocations WHERE job_id = $1 ORDER BY idx, created_at;
+
+-- name: alloc_list_node
+SELECT * FROM allocations WHERE node_id = $1 ORDER BY created_at DESC, id;
+
+-- name: alloc_node_desired
+-- What a node's agent must converge to: every live allocation with its job's spec.
+SELECT a.*, j.spec AS job_spec
+FROM allocations a JOIN jobs j ON j.id = a.job_id
+WHERE a.node_id = $1 AND a.live
+ORDER BY a.created_at, a.id;
+
+-- name: alloc_update_client
+UPDATE allocations
+SET client_status = $2, client_description = $3, exit_code = COALESCE($4, exit_code),
+    events = events || $5::jsonb, modified_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: allocs_mark_lost
+UPDATE allocations
+SET client_status = 'lost',
+    client_description = 'node ' || node_id || ' is down',
+    events = events || jsonb_build_array(jsonb_build_object(
+        'time', now(), 'type', 'lost', 'message', 'node ' || node_id || ' stopped heartbeating')),
+    modified_at = now()
+WHERE node_id = ANY($1::text[]) AND live
+RETURNING id, job_id;

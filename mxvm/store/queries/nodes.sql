@@ -1,0 +1,76 @@
+-- name: node_by_name
+SELECT * FROM nodes WHERE name = $1;
+
+-- name: node_get
+SELECT * FROM nodes WHERE id = $1;
+
+-- name: node_list
+SELECT * FROM nodes ORDER BY name;
+
+-- name: node_subnets
+SELECT subnet FROM nodes WHERE subnet IS NOT NULL;
+
+-- name: node_upsert
+-- Registration: a node that registers again under the same name keeps its id and subnet.
+INSERT INTO nodes (
+    id, name, address, status, eligibility,
+    cpu_millicores, memory_mb, disk_mb,
+    reserved_cpu_millicores, reserved_memory_mb, reserved_disk_mb,
+    devices, attributes, drivers, host_volumes, subnet, last_heartbeat
+) VALUES (
+    $1, $2, $3, 'ready', 'eligible', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::cidr, now()
+)
+ON CONFLICT (name) DO UPDATE SET
+    address = EXCLUDED.address,
+    status = 'ready',
+    cpu_millicores = EXCLUDED.cpu_millicores,
+    memory_mb = EXCLUDED.memory_mb,
+    disk_mb = EXCLUDED.disk_mb,
+    reserved_cpu_millicores = EXCLUDED.reserved_cpu_millicores,
+    reserved_memory_mb = EXCLUDED.reserved_memory_mb,
+    reserved_disk_mb = EXCLUDED.reserved_disk_mb,
+    devices = EXCLUDED.devices,
+    attributes = EXCLUDED.attributes,
+    drivers = EXCLUDED.drivers,
+    host_volumes = EXCLUDED.host_volumes,
+    subnet = COALESCE(nodes.subnet, EXCLUDED.subnet),
+    last_heartbeat = now(),
+    alloc_index = nodes.alloc_index + 1,
+    modified_at = now()
+RETURNING *, (xmax = 0) AS inserted;
+
+-- name: node_set_eligibility
+UPDATE nodes SET eligibility = $2, modified_at = now() WHERE id = $1 RETURNING *;
+
+-- name: node_heartbeat
+-- Postgres keeps a coarse copy of the heartbeat (the Redis lease is the fine one): written only
+-- when the node comes back or the stored value is older than $2 seconds.
+UPDATE nodes
+SET last_heartbeat = now(),
+    status = 'ready',
+    alloc_index = CASE WHEN status = 'down' THEN alloc_index + 1 ELSE alloc_index END,
+    modified_at = CASE WHEN status <> 'ready' THEN now() ELSE modified_at END
+WHERE id = $1
+  AND (status <> 'ready' OR last_heartbeat < now() - make_interval(secs => $2))
+RETURNING id, status;
+
+-- name: node_exists
+SELECT status FROM nodes WHERE id = $1;
+
+-- name: nodes_ready_ids
+SELECT id FROM nodes WHERE status = 'ready';
+
+-- name: nodes_mark_down
+UPDATE nodes SET status = 'down', alloc_index = alloc_index + 1, modified_at = now()
+WHERE id = ANY($1::text[]) AND status <> 'down'
+RETURNING id;
+
+-- name: node_alloc_index
+SELECT alloc_index FROM nodes WHERE id = $1;
+
+-- name: nodes_bump_index
+-- Wakes the agents of these nodes: their long-poll sees a new index.
+WITH bumped AS (
+    UPDATE nodes SET alloc_index = alloc_index + 1 WHERE id = ANY($1::text[]) RETURNING id
+)
+SELECT pg_notify('mxvm_node', id) FROM bumped;

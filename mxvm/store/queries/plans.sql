@@ -1,0 +1,66 @@
+-- name: epoch_lock
+SELECT epoch FROM cluster_epoch WHERE id = 1 FOR UPDATE;
+
+-- name: epoch_get
+SELECT epoch FROM cluster_epoch WHERE id = 1;
+
+-- name: epoch_advance
+UPDATE cluster_epoch SET epoch = $1 WHERE id = 1 AND epoch < $1;
+
+-- name: plan_lock_nodes
+-- Locking the node rows serialises every plan touching a node, so the usage read next
+-- sees all committed placements (READ COMMITTED takes a new snapshot per statement).
+SELECT id, status, eligibility, devices,
+       cpu_millicores - reserved_cpu_millicores AS cpu,
+       memory_mb - reserved_memory_mb AS memory,
+       disk_mb - reserved_disk_mb AS disk
+FROM nodes WHERE id = ANY($1::text[])
+ORDER BY id
+FOR UPDATE;
+
+-- name: plan_node_usage
+SELECT node_id,
+       sum(cpu_millicores)::bigint AS cpu,
+       sum(memory_mb)::bigint AS memory,
+       sum(disk_mb)::bigint AS disk
+FROM allocations
+WHERE live AND node_id = ANY($1::text[])
+GROUP BY node_id;
+
+-- name: plan_claimed_devices
+SELECT node_id, device_id FROM allocation_devices WHERE node_id = ANY($1::text[]);
+
+-- name: plan_claimed_ports
+SELECT node_id, port FROM allocation_ports WHERE node_id = ANY($1::text[]);
+
+-- name: plan_stop
+UPDATE allocations AS a
+SET desired_status = 'stop', desired_description = s.description, modified_at = now()
+FROM unnest($1::text[], $2::text[]) AS s(id, description)
+WHERE a.id = s.id AND a.desired_status = 'run'
+RETURNING a.id, a.node_id;
+
+-- name: plan_insert_allocations
+INSERT INTO allocations (
+    id, eval_id, job_id, job_version, node_id, name, idx,
+    cpu_millicores, memory_mb, disk_mb, device_ids, ports,
+    previous_allocation, reschedule_attempts, desired_status, client_status, events
+)
+SELECT u.id, u.eval_id, u.job_id, u.job_version, u.node_id, u.name, u.idx,
+       u.cpu, u.memory, u.disk, u.device_ids::jsonb, u.ports::jsonb,
+       u.previous_allocation, u.reschedule_attempts, 'run', 'pending',
+       jsonb_build_array(jsonb_build_object(
+           'time', now(), 'type', 'placed', 'message', 'placed on node ' || u.node_id))
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::int[],
+    $8::int[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[]
+) AS u(id, eval_id, job_id, job_version, node_id, name, idx,
+       cpu, memory, disk, device_ids, ports, previous_allocation, reschedule_attempts);
+
+-- name: plan_insert_devices
+INSERT INTO allocation_devices (node_id, device_id, allocation_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[]);
+
+-- name: plan_insert_ports
+INSERT INTO allocation_ports (node_id, port, allocation_id)
+SELECT * FROM unnest($1::text[], $2::int[], $3::text[]);

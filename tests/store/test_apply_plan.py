@@ -1,0 +1,139 @@
+"""apply_plan is the fence: capacity, device and port claims re-checked, stale epochs refused."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from mxvm.errors import StaleEpoch
+from mxvm.models import (
+    Allocation,
+    AllocStatusUpdate,
+    AllocStop,
+    ClientStatus,
+    Device,
+    JobSpec,
+    Plan,
+    Resources,
+)
+from mxvm.store import Store
+from tests.store.conftest import registration
+
+
+def _job_spec(name: str = "train", memory: int = 1024) -> JobSpec:
+    return JobSpec.model_validate(
+        {"name": name, "task": {"argv": ["true"], "memory_mb": memory, "driver": "fake"}}
+    )
+
+
+def _alloc(
+    job_id: str, node_id: str, index: int = 0, memory: int = 1024, **kw: object
+) -> Allocation:
+    return Allocation.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "job_id": job_id,
+            "node_id": node_id,
+            "name": f"train[{index}]",
+            "index": index,
+            "resources": Resources(cpu_millicores=1000, memory_mb=1024),
+            **kw,
+        }
+    )
+
+
+async def test_two_plans_racing_for_the_last_slot_exactly_one_commits(store: Store) -> None:
+    node, _ = await store.register_node(
+        registration("n1", memory=2048), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    job, ev = await store.create_job(_job_spec())
+    # 1 GiB already used: room for exactly one more 1 GiB allocation.
+    first = Plan(eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id, 0)])
+    assert (await store.apply_plan(first, epoch=1)).committed
+    racers = [
+        Plan(eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id, i)]) for i in (1, 2)
+    ]
+    results = await asyncio.gather(*(store.apply_plan(p, epoch=1) for p in racers))
+    committed = [r for r in results if r.committed]
+    rejected = [r for r in results if r.rejected_nodes]
+    assert len(committed) == 1 and len(rejected) == 1
+    assert rejected[0].rejected_nodes == {node.id: "not enough memory"}
+    assert len(await store.job_allocations(job.id)) == 2
+
+
+async def test_a_plan_with_an_old_epoch_is_rejected(store: Store) -> None:
+    node, _ = await store.register_node(
+        registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    job, ev = await store.create_job(_job_spec())
+    await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id), epoch=5)
+    assert await store.current_epoch() == 5
+    stale = Plan(eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id)])
+    with pytest.raises(StaleEpoch) as info:
+        await store.apply_plan(stale, epoch=4)
+    assert info.value.current_epoch == 5
+    assert await store.job_allocations(job.id) == []
+
+
+async def test_a_device_is_never_assigned_twice(store: Store) -> None:
+    gpu = Device(id="0000:65:00.0", vendor="nvidia", model="H100", memory_mb=81920)
+    node, _ = await store.register_node(
+        registration("gpu1", memory=65536, devices=[gpu]),
+        subnet_pool="10.87.0.0/16",
+        subnet_prefix=24,
+    )
+    job, ev = await store.create_job(_job_spec())
+    plans = [
+        Plan(
+            eval_id=ev.id,
+            job_id=job.id,
+            placements=[_alloc(job.id, node.id, i, device_ids=[gpu.id])],
+        )
+        for i in range(4)
+    ]
+    results = await asyncio.gather(*(store.apply_plan(p, epoch=1) for p in plans))
+    assert sum(1 for r in results if r.committed) == 1
+    # Once the holder ends, the device is free again.
+    holder = next(a for a in await store.job_allocations(job.id))
+    await store.update_allocation_status(
+        holder.id, node.id, AllocStatusUpdate(client_status=ClientStatus.FAILED)
+    )
+    again = Plan(
+        eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id, 9, device_ids=[gpu.id])]
+    )
+    assert (await store.apply_plan(again, epoch=1)).committed
+
+
+async def test_ports_and_unknown_devices_are_checked(store: Store) -> None:
+    node, _ = await store.register_node(
+        registration("n1", memory=8192), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    job, ev = await store.create_job(_job_spec())
+    a = _alloc(job.id, node.id, 0, ports={"http": 8080})
+    assert (await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)).committed
+    b = _alloc(job.id, node.id, 1, ports={"http": 8080})
+    r = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[b]), 1)
+    assert r.rejected_nodes == {node.id: "port 8080 is taken"}
+    c = _alloc(job.id, node.id, 2, device_ids=["0000:99:00.0"])
+    r = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[c]), 1)
+    assert r.rejected_nodes == {node.id: "device 0000:99:00.0 is unavailable"}
+
+
+async def test_stops_mark_desired_stop_and_wake_the_node(store: Store) -> None:
+    node, _ = await store.register_node(
+        registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    job, ev = await store.create_job(_job_spec())
+    a = _alloc(job.id, node.id)
+    await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)
+    before = await store.node_alloc_index(node.id)
+    stop = Plan(eval_id=ev.id, job_id=job.id, stops=[AllocStop(alloc_id=a.id, description="x")])
+    result = await store.apply_plan(stop, 1)
+    assert result.stopped == [a.id]
+    got = await store.get_allocation(a.id)
+    assert got.desired_status == "stop" and got.desired_description == "x"
+    assert await store.node_alloc_index(node.id) > before
+    desired = await store.node_desired(node.id)
+    assert [x.allocation.id for x in desired.allocations] == [a.id]  # still live until it ends
