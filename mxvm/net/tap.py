@@ -1,0 +1,84 @@
+"""Per-allocation taps: create, attach to the bridge, delete, sweep leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from mxvm.net import tuntap
+from mxvm.net.bridge import attach_port
+from mxvm.net.errors import NetworkError
+from mxvm.net.names import host_tap_mac, is_tap_name, mac_address, resolve_tap_name, tap_name
+from mxvm.net.rtnl import Link, Rtnl
+
+log = logging.getLogger(__name__)
+_TAP_KIND = "tun"  # what the kernel reports for tun and tap devices alike
+
+
+@dataclass(frozen=True)
+class TapInfo:
+    """The tap the hypervisor opens (ifname=name) and the MAC to give the guest NIC."""
+
+    name: str
+    mac: str
+
+
+async def create_tap(
+    rtnl: Rtnl,
+    bridge: Link,
+    alloc_id: str,
+    *,
+    isolated: bool = True,
+    multi_queue: bool = False,
+) -> TapInfo:
+    """Idempotent: an existing tap of this allocation is reused and re-attached."""
+    name = tap_name(alloc_id)
+    info = TapInfo(name=name, mac=mac_address(alloc_id))
+    mac = host_tap_mac(alloc_id)
+    if not tuntap.create_persistent_tap(name, namespace=rtnl.netns, multi_queue=multi_queue):
+        link = await rtnl.get_link(name)
+        if link is None or link.kind != _TAP_KIND:
+            kind = "gone" if link is None else link.kind
+            raise NetworkError(f"interface {name} exists but is not a tap ({kind})", ifname=name)
+        await attach_port(rtnl, bridge, name, isolated=isolated, address=mac, current=link)
+        return info
+    try:
+        await attach_port(rtnl, bridge, name, isolated=isolated, address=mac)
+    except NetworkError:
+        # Leave nothing half-made behind (a detached tap would only be swept later).
+        await rtnl.delete_link(name)
+        raise
+    log.info("net.tap_created tap=%s alloc_id=%s", name, alloc_id, extra={"tap": name})
+    return info
+
+
+async def delete_tap(rtnl: Rtnl, alloc_id_or_name: str) -> bool:
+    """True if a tap was deleted, False if there was none."""
+    name = resolve_tap_name(alloc_id_or_name)
+    deleted = await rtnl.delete_link(name)
+    if deleted:
+        log.info("net.tap_deleted tap=%s", name, extra={"tap": name})
+    return deleted
+
+
+async def list_taps(rtnl: Rtnl, *, master: int | None = None) -> list[Link]:
+    """mxvm's taps (by name pattern and kind), optionally only those on one bridge."""
+    return [
+        link
+        for link in await rtnl.links()
+        if is_tap_name(link.name)
+        and link.kind == _TAP_KIND
+        and (master is None or link.master == master)
+    ]
+
+
+async def cleanup_leftovers(rtnl: Rtnl, keep: set[str]) -> list[str]:
+    """Delete every mxvm tap not in keep (allocation ids or tap names); return the deleted."""
+    keep_names = {resolve_tap_name(k) for k in keep}
+    doomed = [link.name for link in await list_taps(rtnl) if link.name not in keep_names]
+    results = await asyncio.gather(*(rtnl.delete_link(n) for n in doomed))
+    deleted = [n for n, ok in zip(doomed, results, strict=True) if ok]
+    if deleted:
+        log.info("net.taps_swept count=%d taps=%s", len(deleted), ",".join(deleted))
+    return deleted

@@ -1,0 +1,81 @@
+"""Inspecting throwaway namespaces from outside: `ip -j`, `ip netns exec` (argv, no shell)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
+
+
+NETNS_PREFIX = "mxvmtest-"
+_probe_result: str | None = None
+
+
+def _why_no_netns() -> str:
+    """'' when this host can run the privileged tests, else the reason it cannot."""
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for network namespaces)"
+    if shutil.which("ip") is None:
+        return "needs the `ip` command (Debian package iproute2)"
+    if not Path("/dev/net/tun").exists():
+        return "needs /dev/net/tun"
+    probe = f"{NETNS_PREFIX}probe-{secrets.token_hex(3)}"
+    made = run(["ip", "netns", "add", probe], check=False)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    run(["ip", "netns", "del", probe], check=False)
+    return ""
+
+
+def require_netns() -> None:
+    global _probe_result
+    if _probe_result is None:
+        _probe_result = _why_no_netns()
+    if _probe_result:
+        pytest.skip(_probe_result)
+
+
+def require_binary(name: str, package: str) -> None:
+    if shutil.which(name) is None:
+        pytest.skip(f"needs `{name}` (Debian package {package}, installed by scripts/bootstrap)")
+
+
+def ip(ns: str, *args: str) -> str:
+    """Run `ip -n ns args...` and return stdout (raises on failure)."""
+    return run(["ip", "-n", ns, *args]).stdout
+
+
+def ip_ok(ns: str, *args: str) -> bool:
+    return run(["ip", "-n", ns, *args], check=False).returncode == 0
+
+
+def link_json(ns: str, ifname: str) -> dict[str, Any] | None:
+    res = run(["ip", "-n", ns, "-j", "-d", "link", "show", "dev", ifname], check=False)
+    if res.returncode != 0:
+        return None
+    links: list[dict[str, Any]] = json.loads(res.stdout)
+    return links[0]
+
+
+def link_names(ns: str) -> set[str]:
+    links: list[dict[str, Any]] = json.loads(ip(ns, "-j", "link", "show"))
+    return {str(link["ifname"]) for link in links}
+
+
+def ipv4_addresses(ns: str, ifname: str) -> list[str]:
+    data: list[dict[str, Any]] = json.loads(ip(ns, "-j", "-4", "addr", "show", "dev", ifname))
+    return [f"{a['local']}/{a['prefixlen']}" for d in data for a in d.get("addr_info", [])]
+
+
+def in_netns(ns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return run(["ip", "netns", "exec", ns, *argv], check=check)
