@@ -84,6 +84,11 @@ class EmbeddedPostgres:
     def running(self) -> bool:
         return self._child is not None and self._child.running
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while running (tests freeze it with SIGSTOP)."""
+        return self._child.pid if self.running and self._child is not None else None
+
     async def start(self) -> str:
         """Initialise on first use, start the server, wait until it accepts connections."""
         if self.running:

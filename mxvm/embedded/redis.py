@@ -88,6 +88,11 @@ class EmbeddedRedis:
     def running(self) -> bool:
         return self._child is not None and self._child.running
 
+    @property
+    def pid(self) -> int | None:
+        """The redis-server's pid while running (tests freeze it with SIGSTOP)."""
+        return self._child.pid if self.running and self._child is not None else None
+
     async def start(self) -> str:
         """Start redis-server and wait until it answers an authenticated PING."""
         if self.running:
