@@ -1,0 +1,280 @@
+"""QemuDriver: microVMs as detached QEMU processes, controlled over QMP.
+
+Detachment: QEMU is started with `start_new_session=True` and `-daemonize`, so it leaves
+the agent's session and process group and is reparented to init; an agent restart or
+`kill -9` does not take VMs with it, and `recover()` re-adopts them from run_dir/vm.json.
+Where systemd is PID 1, production should rather start QEMU in a transient unit
+(`systemd-run --unit=mxvm-<alloc> --property=KillMode=mixed --collect -- qemu ...`
+without -daemonize), which also moves it out of the agent's cgroup; the rest of this
+driver (pidfile, QMP, vm.json) stays the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from mxvm.errors import InvalidState
+from mxvm.hypervisors.base import (
+    Capabilities,
+    DriverError,
+    VmHandle,
+    VmSpec,
+    VmState,
+    VmStatus,
+)
+from mxvm.hypervisors.images import check_images
+from mxvm.hypervisors.qemu import process
+from mxvm.hypervisors.qemu.argv import DEFAULT_GUEST_PORT, Accel, build_argv
+from mxvm.hypervisors.qemu.kvm_probe import probe_kvm
+from mxvm.hypervisors.qemu.qmp import QmpClient, QmpStatus
+from mxvm.hypervisors.qemu.state import VmRecord, exit_status, load_record, save_record
+
+log = logging.getLogger(__name__)
+
+NAME = "qemu"
+_RUN_FILES = ("qmp.sock", "guest.sock", "vmm.pid", "vm.json")
+_CRASHED_RUNSTATES = frozenset({"guest-panicked", "internal-error", "io-error"})
+
+
+def detect_host_mhz() -> int:
+    """The host CPU clock in MHz, for the TCG guest's tsc_early_khz."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return round(float(line.partition(":")[2]))
+    except (OSError, ValueError):
+        pass
+    return 2000
+
+
+class QemuDriver:
+    """The Driver protocol over QEMU's microvm machine."""
+
+    def __init__(
+        self,
+        *,
+        qemu_binary: str = "qemu-system-x86_64",
+        accel: Literal["auto", "kvm", "tcg"] = "auto",
+        guest_port: str = DEFAULT_GUEST_PORT,
+        host_mhz: int | None = None,
+        start_timeout_s: float = 15.0,
+        qmp_timeout_s: float = 5.0,
+        kill_timeout_s: float = 10.0,
+        poll_interval_s: float = 0.2,
+    ) -> None:
+        self._binary = qemu_binary
+        self._accel_setting = accel
+        self._guest_port = guest_port
+        self._host_mhz = host_mhz or detect_host_mhz()
+        self._start_timeout_s = start_timeout_s
+        self._qmp_timeout_s = qmp_timeout_s
+        self._kill_timeout_s = kill_timeout_s
+        self._poll_s = poll_interval_s
+        self._accel: Accel | None = None if accel == "auto" else accel
+        self._probe_lock = asyncio.Lock()
+        self._qmp_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    def capabilities(self) -> Capabilities:
+        """`kvm` is known after `select_accel()` (or the first start) on accel=auto."""
+        return Capabilities(
+            name=NAME,
+            kvm=self._accel == "kvm",
+            graceful_stop=True,
+            recover=True,
+            device_passthrough=Path("/dev/vfio/vfio").exists(),
+        )
+
+    async def select_accel(self, kernel: Path | None) -> Accel:
+        """KVM when configured, or (auto) when the probe boots `kernel` under it; else TCG."""
+        async with self._probe_lock:
+            if self._accel is None:
+                probe = await probe_kvm(self._binary, kernel)
+                self._accel = "kvm" if probe.usable else "tcg"
+            return self._accel
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start(self, spec: VmSpec) -> VmHandle:
+        check_images(spec)
+        accel = await self.select_accel(spec.kernel)
+        self._prepare_run_dir(spec)
+        argv = build_argv(
+            spec,
+            accel=accel,
+            host_mhz=self._host_mhz,
+            qemu_binary=self._binary,
+            guest_port=self._guest_port,
+        )
+        pid = await self._spawn(spec, argv)
+        record = VmRecord(
+            alloc_id=spec.alloc_id, pid=pid, argv=argv, accel=accel, started_at=datetime.now(UTC)
+        )
+        save_record(spec.run_dir, record)
+        handle = VmHandle(alloc_id=spec.alloc_id, driver=NAME, pid=pid, run_dir=spec.run_dir)
+        try:
+            await self._query(handle, timeout_s=self._start_timeout_s)
+        except DriverError:
+            process.kill(pid)
+            raise
+        log.info("vm.started alloc=%s pid=%d accel=%s", spec.alloc_id, pid, accel)
+        return handle
+
+    def _prepare_run_dir(self, spec: VmSpec) -> None:
+        spec.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        old = load_record(spec.run_dir)
+        if old is not None and process.is_our_process(old.pid, old.argv):
+            raise InvalidState(f"allocation {spec.alloc_id} already has a VM (pid {old.pid})")
+        for name in _RUN_FILES:
+            (spec.run_dir / name).unlink(missing_ok=True)
+
+    async def _spawn(self, spec: VmSpec, argv: list[str]) -> int:
+        """Run QEMU; with -daemonize its first process exits once the VM is set up."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise DriverError(f"cannot run {self._binary}: {exc.strerror}") from exc
+        try:
+            async with asyncio.timeout(self._start_timeout_s):
+                _, stderr = await proc.communicate()
+        except TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            self._kill_pidfile(spec)
+            raise DriverError(f"QEMU did not finish starting in {self._start_timeout_s}s") from exc
+        message = stderr.decode(errors="replace").strip()
+        if proc.returncode != 0:
+            raise DriverError(f"QEMU failed to start (exit {proc.returncode}): {message}")
+        pid = process.read_pidfile(spec.pidfile)
+        if pid is None:
+            raise DriverError(f"QEMU started but wrote no pid to {spec.pidfile}: {message}")
+        return pid
+
+    def _kill_pidfile(self, spec: VmSpec) -> None:
+        pid = process.read_pidfile(spec.pidfile)
+        if pid is not None:
+            process.kill(pid)
+
+    # -- QMP -----------------------------------------------------------------------------
+
+    async def _query(self, handle: VmHandle, *, timeout_s: float | None = None) -> QmpStatus:
+        """query-status, retrying the connection until `timeout_s` (QEMU may be starting)."""
+        deadline = asyncio.get_running_loop().time() + (timeout_s or self._qmp_timeout_s)
+        sock = handle.run_dir / "qmp.sock"
+        while True:
+            try:
+                async with self._qmp_lock(handle), await self._connect(sock) as qmp:
+                    return await qmp.query_status()
+            except DriverError:
+                now = asyncio.get_running_loop().time()
+                if now >= deadline or not process.is_alive(handle.pid):
+                    raise
+            await asyncio.sleep(self._poll_s)
+
+    async def _connect(self, sock: Path) -> QmpClient:
+        return await QmpClient.connect(sock, timeout_s=self._qmp_timeout_s)
+
+    def _qmp_lock(self, handle: VmHandle) -> asyncio.Lock:
+        # QEMU serves one QMP client at a time; serialise ours rather than queue in backlog.
+        return self._qmp_locks.setdefault(handle.alloc_id, asyncio.Lock())
+
+    # -- recover, inspect, wait ----------------------------------------------------------
+
+    async def recover(self, alloc_id: str, run_dir: Path) -> VmHandle | None:
+        record = load_record(run_dir)
+        if record is None or record.alloc_id != alloc_id:
+            return None
+        if not process.is_our_process(record.pid, record.argv):
+            log.info("vm.recover_gone alloc=%s pid=%d", alloc_id, record.pid)
+            return None
+        handle = VmHandle(alloc_id=alloc_id, driver=NAME, pid=record.pid, run_dir=run_dir)
+        await self._query(handle)  # raises DriverError: alive but not answering
+        log.info("vm.recovered alloc=%s pid=%d", alloc_id, record.pid)
+        return handle
+
+    def _running(self, handle: VmHandle) -> VmRecord | None:
+        """The record, when the handle's QEMU still runs; None when it has ended."""
+        record = load_record(handle.run_dir)
+        if record is None or record.pid != handle.pid:
+            return None
+        return record if process.is_our_process(record.pid, record.argv) else None
+
+    def _ended(self, handle: VmHandle) -> VmStatus:
+        record = load_record(handle.run_dir)
+        if record is not None and record.pid != handle.pid:
+            record = None
+        return exit_status(record, handle.run_dir / "console.log")
+
+    async def inspect(self, handle: VmHandle) -> VmStatus:
+        if self._running(handle) is None:
+            return self._ended(handle)
+        try:
+            status = await self._query(handle)
+        except DriverError as exc:
+            if not process.is_alive(handle.pid):
+                return self._ended(handle)
+            return VmStatus(state=VmState.UNKNOWN, pid=handle.pid, reason=exc.detail)
+        if status.status in _CRASHED_RUNSTATES:
+            return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=status.status)
+        return VmStatus(state=VmState.RUNNING, pid=handle.pid, reason=status.status)
+
+    async def wait(self, handle: VmHandle) -> VmStatus:
+        if self._running(handle) is not None:
+            await process.wait_exit(handle.pid, poll_s=self._poll_s)
+        status = self._ended(handle)
+        log.info(
+            "vm.ended alloc=%s state=%s reason=%s",
+            handle.alloc_id,
+            status.state.value,
+            status.reason,
+        )
+        return status
+
+    # -- stop, destroy -------------------------------------------------------------------
+
+    async def stop(self, handle: VmHandle, grace_s: float) -> VmStatus:
+        record = self._running(handle)
+        if record is None:
+            return self._ended(handle)
+        record.stop_requested = True
+        save_record(handle.run_dir, record)
+        sock = handle.run_dir / "qmp.sock"
+        try:
+            async with self._qmp_lock(handle), await self._connect(sock) as qmp:
+                await qmp.system_powerdown()
+        except DriverError as exc:
+            log.warning("vm.powerdown_failed alloc=%s error=%s", handle.alloc_id, exc.detail)
+        if not await process.wait_exit_for(handle.pid, grace_s, poll_s=self._poll_s):
+            record.killed = True
+            save_record(handle.run_dir, record)
+            log.info("vm.kill_after_grace alloc=%s grace_s=%s", handle.alloc_id, grace_s)
+            await self._kill(handle)
+        return self._ended(handle)
+
+    async def _kill(self, handle: VmHandle) -> None:
+        process.kill(handle.pid)
+        if not await process.wait_exit_for(handle.pid, self._kill_timeout_s, poll_s=self._poll_s):
+            raise DriverError(f"QEMU pid {handle.pid} survived SIGKILL for {self._kill_timeout_s}s")
+
+    async def destroy(self, handle: VmHandle) -> None:
+        if self._running(handle) is not None:
+            await self._kill(handle)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(handle.run_dir)
+        self._qmp_locks.pop(handle.alloc_id, None)
+        log.info("vm.destroyed alloc=%s pid=%d", handle.alloc_id, handle.pid)

@@ -1,0 +1,90 @@
+"""What a QEMU VM leaves in its run_dir for the next agent: vm.json, and how it ended.
+
+A daemonized QEMU is not our child, so its exit status is out of reach. How it ended is
+read instead from what we recorded (stop asked, kill sent) and from the guest's serial
+console, where the kernel always prints (at KERN_EMERG) "reboot: Power down" on a clean
+power-off and "Kernel panic" on a panic.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mxvm.hypervisors.base import VmState, VmStatus
+
+STATE_FILE = "vm.json"
+_TAIL_BYTES = 64 * 1024
+_POWER_OFF = "reboot: Power down"
+_RESTART = "reboot: Restarting system"
+_PANIC = "Kernel panic"
+
+
+class VmRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alloc_id: str
+    pid: int
+    argv: list[str]
+    accel: str
+    started_at: datetime
+    stop_requested: bool = False
+    killed: bool = False
+
+
+def save_record(run_dir: Path, record: VmRecord) -> None:
+    """Atomically (write + rename), so a crash mid-write never leaves half a file."""
+    tmp = run_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(record.model_dump_json())
+    tmp.replace(run_dir / STATE_FILE)
+
+
+def load_record(run_dir: Path) -> VmRecord | None:
+    try:
+        return VmRecord.model_validate_json((run_dir / STATE_FILE).read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+def console_tail(console_log: Path) -> str:
+    try:
+        with console_log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _panic_line(tail: str) -> str | None:
+    for line in reversed(tail.splitlines()):
+        if _PANIC in line:
+            return line[line.index(_PANIC) :].strip()
+    return None
+
+
+def exit_status(record: VmRecord | None, console_log: Path) -> VmStatus:
+    """How a VM whose QEMU process is gone ended."""
+    if record is None:
+        return VmStatus(state=VmState.STOPPED, reason="no run state (destroyed)")
+    tail = console_tail(console_log)
+    panic = _panic_line(tail)
+    if panic is not None:
+        return VmStatus(state=VmState.CRASHED, pid=record.pid, reason=f"guest {panic}")
+    if _POWER_OFF in tail:
+        return VmStatus(state=VmState.STOPPED, pid=record.pid, reason="guest powered off")
+    if _RESTART in tail:
+        return VmStatus(state=VmState.STOPPED, pid=record.pid, reason="guest rebooted")
+    if record.killed:
+        return VmStatus(
+            state=VmState.STOPPED, pid=record.pid, reason="killed after the grace period"
+        )
+    if record.stop_requested:
+        return VmStatus(state=VmState.STOPPED, pid=record.pid, reason="stopped on request")
+    return VmStatus(
+        state=VmState.CRASHED,
+        pid=record.pid,
+        reason=f"QEMU (pid {record.pid}) exited without a guest power-off",
+    )
