@@ -61,4 +61,5 @@ def exec_prefix(netns: str | None) -> list[str]:
     """argv prefix that runs a command inside netns."""
     if netns is None:
         return []
-    return ["ip", "netns", "exec", str(netns_path(netns).name)]
+    netns_path(netns)  # validates the name
+    return ["ip", "netns", "exec", netns]

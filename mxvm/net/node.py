@@ -9,6 +9,7 @@ from mxvm.net import nat as _nat
 from mxvm.net import tap as _tap
 from mxvm.net.errors import NetworkError
 from mxvm.net.names import DEFAULT_BRIDGE, validate_ifname
+from mxvm.net.netns import netns_path
 from mxvm.net.rtnl import Link, Rtnl
 from mxvm.net.tap import TapInfo
 
@@ -20,6 +21,8 @@ class NodeNetwork:
 
     def __init__(self, bridge: str = DEFAULT_BRIDGE, *, netns: str | None = None) -> None:
         self.bridge = validate_ifname(bridge)
+        if netns is not None:
+            netns_path(netns)  # validates the name; existence is checked on first use
         self.netns = netns
         self._rtnl = Rtnl(netns)
         # The bridge's link, cached so a tap costs no lookup; dropped on any doubt.

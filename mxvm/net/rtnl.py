@@ -47,6 +47,7 @@ class Address:
 @contextmanager
 def translated(action: str, ifname: str | None) -> Iterator[None]:
     """Turn pyroute2/OS errors into NetworkError('<action> <ifname>: <reason>')."""
+    subject = f"{action} {ifname}" if ifname else action
     try:
         yield
     except NetworkError:
@@ -54,12 +55,10 @@ def translated(action: str, ifname: str | None) -> Iterator[None]:
     except NetlinkError as exc:
         reason = exc.args[1] if len(exc.args) > 1 else str(exc)
         raise NetworkError(
-            f"{action} {ifname or ''}: {reason} (netlink error {exc.code})".replace("  ", " "),
-            ifname=ifname,
-            code=exc.code,
+            f"{subject}: {reason} (netlink error {exc.code})", ifname=ifname, code=exc.code
         ) from exc
     except (OSError, TimeoutError, ValueError) as exc:
-        raise NetworkError(f"{action} {ifname or ''}: {exc}", ifname=ifname) from exc
+        raise NetworkError(f"{subject}: {exc}", ifname=ifname) from exc
 
 
 def _to_link(msg: Any) -> Link:

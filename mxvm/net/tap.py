@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -77,8 +76,8 @@ async def cleanup_leftovers(rtnl: Rtnl, keep: set[str]) -> list[str]:
     """Delete every mxvm tap not in keep (allocation ids or tap names); return the deleted."""
     keep_names = {resolve_tap_name(k) for k in keep}
     doomed = [link.name for link in await list_taps(rtnl) if link.name not in keep_names]
-    results = await asyncio.gather(*(rtnl.delete_link(n) for n in doomed))
-    deleted = [n for n, ok in zip(doomed, results, strict=True) if ok]
+    # One at a time: each delete holds the kernel's RTNL lock anyway.
+    deleted = [name for name in doomed if await rtnl.delete_link(name)]
     if deleted:
         log.info("net.taps_swept count=%d taps=%s", len(deleted), ",".join(deleted))
     return deleted

@@ -73,15 +73,19 @@ async def test_ensure_bridge_refuses_a_non_bridge_of_that_name(
 async def test_missing_namespace_is_an_error_and_is_not_created(
     make_netns: Callable[[str], str],
 ) -> None:
-    ghost = make_netns("ghost")
-    in_netns(ghost, "true", check=True)
-    network = NodeNetwork(BRIDGE, netns=ghost + "-absent")
+    absent = make_netns("present") + "-absent"
+    network = NodeNetwork(BRIDGE, netns=absent)
     try:
-        with pytest.raises(NetworkError, match="absent"):
+        with pytest.raises(NetworkError, match=absent):
             await network.ensure_bridge("10.87.3.1/24")
     finally:
         await network.close()
-    assert in_netns(ghost + "-absent", "true").returncode != 0
+    assert in_netns(absent, "true").returncode != 0, "the namespace must not be created"
+
+
+def test_bad_namespace_name_is_refused() -> None:
+    with pytest.raises(NetworkError, match="namespace"):
+        NodeNetwork(BRIDGE, netns="../etc")
 
 
 async def test_create_tap_attaches_an_isolated_up_port(net: NodeNetwork, netns: str) -> None:
