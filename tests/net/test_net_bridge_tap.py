@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -19,7 +20,8 @@ _OPEN_TAP = """
 import fcntl, os, struct, sys
 fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", sys.argv[1].encode(), 0x0002 | 0x1000 | 0x4000))
-print("attached")
+print("attached", flush=True)
+sys.stdin.read()  # hold the tap like a running VM until the test closes stdin
 """
 
 
@@ -101,9 +103,24 @@ async def test_create_tap_attaches_an_isolated_up_port(net: NodeNetwork, netns: 
     assert link["linkinfo"]["info_data"]["type"] == "tap"  # type: ignore[index]
     assert link["linkinfo"]["info_data"]["persist"] is True  # type: ignore[index]
     assert link["address"] == host_tap_mac("alloc-1") != tap.mac
-    # A hypervisor can attach to it by name.
-    opened = in_netns(netns, "python3", "-c", _OPEN_TAP, tap.name)
-    assert opened.stdout.strip() == "attached", opened.stderr
+
+    # A hypervisor can attach to it by name, and while it holds the tap (a VM running
+    # across an agent restart) create_tap re-adopts it instead of failing.
+    vmm = await asyncio.create_subprocess_exec(
+        *["ip", "netns", "exec", netns, "python3", "-c", _OPEN_TAP, tap.name],
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert vmm.stdout is not None
+        line = await asyncio.wait_for(vmm.stdout.readline(), 10)
+        assert line.decode().strip() == "attached"
+        assert "LOWER_UP" in _flags(_port(netns, tap.name))
+        assert await net.create_tap("alloc-1") == tap
+        assert _port(netns, tap.name)["ifindex"] == link["ifindex"]
+    finally:
+        await asyncio.wait_for(vmm.communicate(b""), 10)
+    assert vmm.returncode == 0
 
 
 async def test_create_tap_is_idempotent_and_repairs(net: NodeNetwork, netns: str) -> None:
@@ -172,6 +189,7 @@ async def test_cleanup_leftovers_removes_only_unknown_taps(net: NodeNetwork, net
     names = link_names(netns)
     assert {keep_a.name, keep_b.name, "othertap0", imposter, BRIDGE} <= names
     assert not {t.name for t in stale} & names
+    assert sorted(await net.list_taps()) == sorted([keep_a.name, keep_b.name])
     assert await net.cleanup_leftovers({"keep-a", "keep-b"}) == []
 
 
