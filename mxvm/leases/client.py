@@ -116,6 +116,11 @@ class Leases:
     async def ping(self) -> None:
         await self._run("PING", self._client.ping())
 
+    async def uptime_s(self) -> float:
+        """How long the Redis server has been up: leases younger than this never existed."""
+        info: Any = await self._run("INFO server", self._client.info("server"))
+        return float(info["uptime_in_seconds"])
+
     # --- leader election ------------------------------------------------------------------
 
     async def try_acquire_leadership(

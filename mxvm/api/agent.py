@@ -1,0 +1,35 @@
+"""Agent-facing endpoints: register, heartbeat, long-poll desired allocations, report status."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mxvm.api.http import body, coordinator, query_number, reply
+from mxvm.models import AllocStatusUpdate, NodeRegistration
+
+MAX_WAIT_S = 300.0
+
+
+async def register(request: web.Request) -> web.Response:
+    reg = await body(request, NodeRegistration)
+    return reply(await coordinator(request).register_node(reg))
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    await coordinator(request).heartbeat(request.match_info["id"])
+    return web.json_response({"ok": True})
+
+
+async def desired_allocations(request: web.Request) -> web.Response:
+    index = int(query_number(request, "index", 0, 0, 2**62))
+    wait_s = query_number(request, "wait", 30, 0, MAX_WAIT_S)
+    result = await coordinator(request).node_allocations(request.match_info["id"], index, wait_s)
+    return reply(result)
+
+
+async def report_status(request: web.Request) -> web.Response:
+    update = await body(request, AllocStatusUpdate)
+    alloc = await coordinator(request).report_allocation(
+        request.match_info["id"], request.match_info["alloc_id"], update
+    )
+    return reply(alloc)

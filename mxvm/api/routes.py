@@ -1,0 +1,83 @@
+"""The route table: one row per endpoint, used for routing, auth scopes and OpenAPI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from mxvm.api import agent, allocations, cluster, jobs, nodes
+from mxvm.api.auth import Scope
+from mxvm.api.http import Handler
+from mxvm.api.schemas import ClusterStatus, Health, JobStopped, JobSubmitted, Readiness
+from mxvm.models import (
+    Allocation,
+    AllocStatusUpdate,
+    EligibilityUpdate,
+    Evaluation,
+    Job,
+    JobSpec,
+    Node,
+    NodeAllocations,
+    NodeRegistration,
+    Registered,
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    summary: str
+    scope: Scope = Scope.ADMIN
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    response_is_list: bool = False
+    status: int = 200
+    query: dict[str, str] = field(default_factory=dict)  # name -> description
+
+
+V1 = "/api/v1"
+ROUTES: list[Route] = [
+    Route("GET", "/health", cluster.health, "health", "Liveness", Scope.PUBLIC, response=Health),
+    Route("GET", "/ready", cluster.ready, "ready", "Postgres and Redis reachable", Scope.ANY,
+          response=Readiness),
+    Route("GET", f"{V1}/cluster/status", cluster.cluster_status, "cluster_status",
+          "Leader, epoch, node and job counts", response=ClusterStatus),
+    Route("GET", f"{V1}/jobs", jobs.list_jobs, "list_jobs", "List jobs", response=Job,
+          response_is_list=True),
+    Route("POST", f"{V1}/jobs", jobs.submit_job, "submit_job", "Submit a job", request=JobSpec,
+          response=JobSubmitted, status=201),
+    Route("GET", f"{V1}/jobs/{{id}}", jobs.get_job, "get_job", "Get a job", response=Job),
+    Route("POST", f"{V1}/jobs/{{id}}/stop", jobs.stop_job, "stop_job", "Stop a job",
+          response=JobStopped, status=202),
+    Route("GET", f"{V1}/jobs/{{id}}/allocations", jobs.job_allocations, "job_allocations",
+          "A job's allocations", response=Allocation, response_is_list=True),
+    Route("GET", f"{V1}/allocations", allocations.list_allocations, "list_allocations",
+          "List allocations", response=Allocation, response_is_list=True,
+          query={"job_id": "only this job's", "node_id": "only this node's", "limit": "max rows"}),
+    Route("GET", f"{V1}/allocations/{{id}}", allocations.get_allocation, "get_allocation",
+          "Get an allocation", response=Allocation),
+    Route("GET", f"{V1}/evaluations/{{id}}", allocations.get_evaluation, "get_evaluation",
+          "Get an evaluation (with its placement failure explanation)", response=Evaluation),
+    Route("GET", f"{V1}/nodes", nodes.list_nodes, "list_nodes", "List nodes", response=Node,
+          response_is_list=True),
+    Route("GET", f"{V1}/nodes/{{id}}", nodes.get_node, "get_node", "Get a node", response=Node),
+    Route("POST", f"{V1}/nodes/{{id}}/eligibility", nodes.set_eligibility, "set_eligibility",
+          "Mark a node eligible or ineligible for new placements", request=EligibilityUpdate,
+          response=Node),
+    Route("POST", f"{V1}/agent/register", agent.register, "agent_register",
+          "Register a node (agent)", Scope.AGENT, request=NodeRegistration, response=Registered),
+    Route("POST", f"{V1}/agent/nodes/{{id}}/heartbeat", agent.heartbeat, "agent_heartbeat",
+          "Heartbeat (agent)", Scope.AGENT),
+    Route("GET", f"{V1}/agent/nodes/{{id}}/allocations", agent.desired_allocations,
+          "agent_allocations", "Long-poll the node's desired allocations (agent)", Scope.AGENT,
+          response=NodeAllocations,
+          query={"index": "answer once the node's index is above this",
+                 "wait": "seconds to wait at most (default 30)"}),
+    Route("POST", f"{V1}/agent/nodes/{{id}}/allocations/{{alloc_id}}/status",
+          agent.report_status, "agent_report_status", "Report an allocation's status (agent)",
+          Scope.AGENT, request=AllocStatusUpdate, response=Allocation),
+]  # fmt: skip

@@ -1,0 +1,1 @@
+"""The `mxvm` command line."""

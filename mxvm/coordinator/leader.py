@@ -1,0 +1,106 @@
+"""Leader election and the leader-only loops (evaluator, reaper).
+
+Every coordinator runs `LeaderLoop.run`. The one holding the Redis lease runs the evaluator
+and the reaper with the lease's epoch; the others only serve the API. Losing the lease (or
+Redis) cancels the leader tasks; a stale leader that still tries to commit is refused by
+Postgres, which records the highest epoch it has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from mxvm.coordinator.evaluator import Evaluator
+from mxvm.coordinator.reaper import Reaper
+from mxvm.coordinator.service import Coordinator
+from mxvm.errors import BackendUnavailable, MxvmError, StaleEpoch
+from mxvm.leases import Leadership
+
+log = logging.getLogger(__name__)
+
+
+class LostLeadership(Exception):
+    pass
+
+
+class LeaderLoop:
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+        self.settings = coord.settings
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            lease = await self._try_acquire()
+            if lease is not None:
+                await self._lead(lease, stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.leader_ttl_s / 3)
+
+    async def _try_acquire(self) -> Leadership | None:
+        try:
+            min_epoch = await self.coord.store.current_epoch()
+            return await self.coord.leases.try_acquire_leadership(
+                self.settings.coordinator_id, self.settings.leader_ttl_s, min_epoch=min_epoch
+            )
+        except BackendUnavailable as exc:
+            log.warning("leader.acquire_failed %s", exc.detail)
+            return None
+
+    async def _lead(self, lease: Leadership, stop: asyncio.Event) -> None:
+        log.info("leader.elected epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
+        self.coord.leader_epoch = lease.epoch
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._renew(lease, stop), name="leader-renew")
+                tg.create_task(self._evaluate(lease.epoch, stop), name="evaluator")
+                tg.create_task(self._reap(stop), name="reaper")
+        except* (LostLeadership, StaleEpoch):
+            if stop.is_set():
+                log.info("leader.stepped_down epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
+            else:
+                log.warning("leader.lost epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
+        finally:
+            self.coord.leader_epoch = None
+            with contextlib.suppress(MxvmError):
+                await self.coord.leases.release_leadership(lease)
+
+    async def _renew(self, lease: Leadership, stop: asyncio.Event) -> None:
+        interval = self.settings.leader_ttl_s / 3
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                break
+            try:
+                ok = await self.coord.leases.renew_leadership(lease, self.settings.leader_ttl_s)
+            except BackendUnavailable:
+                ok = False
+            if not ok:
+                raise LostLeadership()
+        raise LostLeadership()  # stopping: leave the TaskGroup
+
+    async def _evaluate(self, epoch: int, stop: asyncio.Event) -> None:
+        evaluator = Evaluator(self.coord.store, epoch)
+        wake = self.coord.watch.eval_wakeup
+        while not stop.is_set():
+            wake.clear()
+            try:
+                if await evaluator.run_once():
+                    continue  # there may be more ready
+            except BackendUnavailable as exc:
+                log.warning("evaluator.backend_unavailable %s", exc.detail)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.settings.eval_poll_interval_s)
+
+    async def _reap(self, stop: asyncio.Event) -> None:
+        reaper = Reaper(self.coord.store, self.coord.leases, self.settings.heartbeat_ttl_s)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_ttl_s / 3)
+            try:
+                if await reaper.run_once():
+                    self.coord.watch.wake_evaluator()
+            except BackendUnavailable as exc:
+                log.warning("reaper.backend_unavailable %s", exc.detail)

@@ -1,0 +1,43 @@
+"""Node-loss reconciliation: ready nodes whose Redis heartbeat lease expired are marked down,
+their live allocations lost, and their jobs re-evaluated so replacements get placed.
+
+Redis is the judge of liveness, so the reaper refuses to judge right after Redis itself
+(re)started: an empty Redis would otherwise make every node look dead at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mxvm.leases import Leases
+from mxvm.models import EvalTrigger
+from mxvm.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    def __init__(self, store: Store, leases: Leases, heartbeat_ttl_s: float) -> None:
+        self.store = store
+        self.leases = leases
+        self.ttl = heartbeat_ttl_s
+
+    async def run_once(self) -> list[str]:
+        """Mark nodes whose heartbeat lease is gone as down; returns their ids."""
+        if await self.leases.uptime_s() < self.ttl:
+            return []
+        ready = await self.store.ready_node_ids()
+        if not ready:
+            return []
+        live = await self.leases.live_nodes(ready)
+        dead = [n for n in ready if n not in live]
+        if not dead:
+            return []
+        down, jobs = await self.store.mark_nodes_down(dead)
+        for node_id in down:
+            log.warning("node.down %s", node_id, extra={"node_id": node_id})
+        for job_id in sorted(jobs):
+            await self.store.create_evaluation(job_id, EvalTrigger.NODE_UPDATE)
+        if down:
+            await self.store.refresh_many(sorted(jobs))
+        return down

@@ -1,0 +1,142 @@
+"""The coordinator's operations, as the API calls them.
+
+Every write that could let the scheduler do something new creates an evaluation (job
+submitted or stopped, node joined or came back, allocation ended) or unblocks the blocked
+ones (capacity changed). Scheduling itself happens only in the leader's evaluator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mxvm.config import CoordinatorSettings
+from mxvm.coordinator.watch import NodeWatch
+from mxvm.errors import BackendUnavailable
+from mxvm.leases import Leases
+from mxvm.models import (
+    Allocation,
+    AllocStatusUpdate,
+    ClientStatus,
+    Eligibility,
+    EligibilityUpdate,
+    EvalTrigger,
+    Evaluation,
+    Job,
+    JobSpec,
+    Node,
+    NodeAllocations,
+    NodeRegistration,
+    Registered,
+)
+from mxvm.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    def __init__(
+        self, settings: CoordinatorSettings, store: Store, leases: Leases, watch: NodeWatch
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.leases = leases
+        self.watch = watch
+        self.leader_epoch: int | None = None  # set by the leader loop while we lead
+
+    # --- jobs -----------------------------------------------------------------------------
+    async def submit_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
+        job, ev = await self.store.create_job(spec)
+        log.info("job.submitted %s", job.id, extra={"job_id": job.id, "eval_id": ev.id})
+        self.watch.wake_evaluator()
+        return job, ev
+
+    async def stop_job(self, job_id: str) -> tuple[Job, Evaluation | None]:
+        job, ev = await self.store.stop_job(job_id)
+        log.info("job.stopped %s", job_id, extra={"job_id": job_id})
+        self.watch.wake_evaluator()
+        return job, ev
+
+    # --- nodes ----------------------------------------------------------------------------
+    async def register_node(self, reg: NodeRegistration) -> Registered:
+        node, _created = await self.store.register_node(
+            reg,
+            subnet_pool=self.settings.node_subnet_pool,
+            subnet_prefix=self.settings.node_subnet_prefix,
+        )
+        await self.leases.heartbeat(node.id, self.settings.heartbeat_ttl_s)
+        log.info("node.registered %s %s", node.id, node.name, extra={"node_id": node.id})
+        await self._capacity_changed(node_id=node.id)
+        return Registered(node=node, heartbeat_ttl_s=self.settings.heartbeat_ttl_s)
+
+    async def heartbeat(self, node_id: str) -> None:
+        await self.leases.heartbeat(node_id, self.settings.heartbeat_ttl_s)
+        came_back = await self.store.node_heartbeat(
+            node_id, refresh_after_s=self.settings.heartbeat_ttl_s / 2
+        )
+        if came_back:
+            log.info("node.ready %s", node_id, extra={"node_id": node_id})
+            await self._capacity_changed(node_id=node_id)
+
+    async def set_eligibility(self, node_id: str, update: EligibilityUpdate) -> Node:
+        node = await self.store.set_node_eligibility(node_id, update.eligibility)
+        if update.eligibility == Eligibility.ELIGIBLE:
+            await self._capacity_changed(node_id=node_id)
+        return node
+
+    async def node_allocations(self, node_id: str, index: int, wait_s: float) -> NodeAllocations:
+        """Long-poll: answer when the node's allocations change past `index`, or at `wait_s`."""
+        return await self.watch.wait_for_node(self.store, node_id, index, wait_s)
+
+    async def report_allocation(
+        self, node_id: str, alloc_id: str, update: AllocStatusUpdate
+    ) -> Allocation:
+        alloc, ended = await self.store.update_allocation_status(alloc_id, node_id, update)
+        if ended:
+            trigger = (
+                EvalTrigger.ALLOC_FAILURE
+                if alloc.client_status == ClientStatus.FAILED
+                else EvalTrigger.CAPACITY_CHANGE
+            )
+            await self.store.create_evaluation(alloc.job_id, trigger, node_id=node_id)
+            await self._capacity_changed()
+        await self.store.refresh_job_status(alloc.job_id)
+        return alloc
+
+    async def _capacity_changed(self, node_id: str | None = None) -> None:
+        """A node joined or came back, or resources were freed: retry what was blocked."""
+        await self.store.unblock_evaluations()
+        if node_id is not None:
+            for job_id in await self.store.live_system_job_ids():
+                await self.store.create_evaluation(job_id, EvalTrigger.NODE_UPDATE, node_id=node_id)
+        self.watch.wake_evaluator()
+
+    # --- cluster --------------------------------------------------------------------------
+    async def readiness(self) -> dict[str, str]:
+        """'ok' or the error per backend; the API answers 503 unless both are ok."""
+        out: dict[str, str] = {}
+        for name, probe in (("postgres", self.store.ping), ("redis", self.leases.ping)):
+            try:
+                await probe()
+                out[name] = "ok"
+            except BackendUnavailable as exc:
+                out[name] = exc.detail
+        return out
+
+    async def cluster_status(self) -> dict[str, Any]:
+        nodes = await self.store.list_nodes()
+        jobs = await self.store.list_jobs()
+        by_status: dict[str, int] = {}
+        for n in nodes:
+            by_status[n.status.value] = by_status.get(n.status.value, 0) + 1
+        jobs_by: dict[str, int] = {}
+        for j in jobs:
+            jobs_by[j.status.value] = jobs_by.get(j.status.value, 0) + 1
+        return {
+            "coordinator_id": self.settings.coordinator_id,
+            "leader": await self.leases.current_leader(),
+            "is_leader": self.leader_epoch is not None,
+            "epoch": await self.store.current_epoch(),
+            "nodes": {"total": len(nodes), **by_status},
+            "jobs": {"total": len(jobs), **jobs_by},
+        }

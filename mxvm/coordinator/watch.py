@@ -1,0 +1,59 @@
+"""Wake-ups inside one coordinator process, fed by Postgres NOTIFY (mxvm.store.listen).
+
+`mxvm_node` carries a node id whose allocations changed: agents long-polling on that node are
+answered at once. `mxvm_eval` means new evaluations: the evaluator wakes. Both consumers also
+poll, so a lost notification only costs latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+from mxvm.models import NodeAllocations
+from mxvm.store import Store
+
+# How often a waiting long-poll re-reads the node's index even without a notification.
+POLL_FALLBACK_S = 5.0
+
+
+class NodeWatch:
+    def __init__(self) -> None:
+        self._node_events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.eval_wakeup = asyncio.Event()
+
+    def wake_evaluator(self, _payload: str = "") -> None:
+        self.eval_wakeup.set()
+
+    def node_changed(self, node_id: str) -> None:
+        for ev in self._node_events.get(node_id, ()):
+            ev.set()
+
+    def wake_all(self) -> None:
+        """After a reconnect: anything may have changed."""
+        for events in self._node_events.values():
+            for ev in events:
+                ev.set()
+        self.eval_wakeup.set()
+
+    async def wait_for_node(
+        self, store: Store, node_id: str, index: int, wait_s: float
+    ) -> NodeAllocations:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_s)
+        ev = asyncio.Event()
+        self._node_events[node_id].add(ev)
+        try:
+            while True:
+                ev.clear()
+                current = await store.node_alloc_index(node_id)
+                remaining = deadline - loop.time()
+                if current > index or remaining <= 0:
+                    return await store.node_desired(node_id)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), min(remaining, POLL_FALLBACK_S))
+        finally:
+            self._node_events[node_id].discard(ev)
+            if not self._node_events[node_id]:
+                del self._node_events[node_id]
