@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 
 from mxvm.net.errors import NetworkError
 
@@ -57,7 +57,7 @@ def translated(action: str, ifname: str | None) -> Iterator[None]:
         raise NetworkError(
             f"{subject}: {reason} (netlink error {exc.code})", ifname=ifname, code=exc.code
         ) from exc
-    except (OSError, TimeoutError, ValueError) as exc:
+    except (OSError, TimeoutError, ValueError, NetlinkDecodeError) as exc:
         raise NetworkError(f"{subject}: {exc}", ifname=ifname) from exc
 
 
@@ -102,12 +102,12 @@ class Rtnl:
 
     async def get_link(self, name: str) -> Link | None:
         ipr = await self._sock()
-        try:
-            msgs = await ipr.link("get", ifname=name)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            with translated("look up", name):
+        with translated("look up", name):
+            try:
+                msgs = await ipr.link("get", ifname=name)
+            except NetlinkError as exc:
+                if exc.code == errno.ENODEV:
+                    return None
                 raise
         return _to_link(msgs[0])
 
@@ -135,12 +135,12 @@ class Rtnl:
     async def delete_link(self, name: str) -> bool:
         """Delete by name; False when it was already gone."""
         ipr = await self._sock()
-        try:
-            await ipr.link("del", ifname=name)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return False
-            with translated("delete", name):
+        with translated("delete", name):
+            try:
+                await ipr.link("del", ifname=name)
+            except NetlinkError as exc:
+                if exc.code == errno.ENODEV:
+                    return False
                 raise
         return True
 

@@ -209,3 +209,13 @@ async def test_teardown_removes_bridge_and_its_taps(net: NodeNetwork, netns: str
     await net.teardown()  # idempotent
     await net.ensure_bridge("10.87.3.1/24")  # and the object is still usable
     assert (await net.create_tap("again")).name in link_names(netns)
+
+
+async def test_kernel_refusals_become_network_errors_naming_the_interface(
+    net: NodeNetwork,
+) -> None:
+    await net.ensure_bridge("10.87.3.1/24")
+    with pytest.raises(NetworkError, match=f"configure {BRIDGE}: .*netlink error") as err:
+        await net.attach_port(BRIDGE)  # a bridge cannot be its own port
+    assert err.value.ifname == BRIDGE
+    assert err.value.__cause__ is not None
