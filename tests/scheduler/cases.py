@@ -6,15 +6,17 @@ import operator
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
 
 from mxvm.models import (
     Allocation,
+    ClientStatus,
     ClusterSnapshot,
     Constraint,
+    DesiredStatus,
     Device,
     DeviceRequest,
     Eligibility,
@@ -316,4 +318,35 @@ def jobs(draw: st.DrawFn, types: Sequence[JobType], job_id: str = "job-1") -> Jo
         devices=draw(st.lists(device_requests(), min_size=1, max_size=2)) if some() else [],
         ports=draw(ports()) if some() else [],
         volumes=[VolumeRequest(name="data", destination="/data")] if some() else [],
+    )
+
+
+def make_alloc(
+    alloc_id: str,
+    index: int = 0,
+    *,
+    status: ClientStatus = ClientStatus.RUNNING,
+    desired: DesiredStatus = DesiredStatus.RUN,
+    node_id: str = "node-000",
+    job: Job | None = None,
+    age_s: float = 3600.0,
+    previous: str | None = None,
+    attempts: int = 0,
+) -> Allocation:
+    """An allocation of `job`, created `age_s` before NOW and last changed a minute later."""
+    job = job or make_job()
+    created = NOW - timedelta(seconds=age_s)
+    return Allocation(
+        id=alloc_id,
+        job_id=job.id,
+        node_id=node_id,
+        name=f"{job.name}[{index}]",
+        index=index,
+        desired_status=desired,
+        client_status=status,
+        resources=job.task.resources,
+        previous_allocation=previous,
+        reschedule_attempts=attempts,
+        created_at=created,
+        modified_at=min(NOW, created + timedelta(seconds=60)),
     )
