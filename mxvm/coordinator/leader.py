@@ -50,17 +50,21 @@ class LeaderLoop:
 
     async def _lead(self, lease: Leadership, stop: asyncio.Event) -> None:
         log.info("leader.elected epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
-        self.coord.leader_epoch = lease.epoch
         try:
+            await self.coord.store.claim_epoch(lease.epoch)
+            self.coord.leader_epoch = lease.epoch
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._renew(lease, stop), name="leader-renew")
                 tg.create_task(self._evaluate(lease.epoch, stop), name="evaluator")
                 tg.create_task(self._reap(stop), name="reaper")
-        except* (LostLeadership, StaleEpoch):
+        except* (LostLeadership, StaleEpoch, BackendUnavailable):
             if stop.is_set():
                 log.info("leader.stepped_down epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
             else:
                 log.warning("leader.lost epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
+        except* Exception:
+            # A bug in a leader loop must not take the API down: step down, retry later.
+            log.exception("leader.crashed epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
         finally:
             self.coord.leader_epoch = None
             with contextlib.suppress(MxvmError):

@@ -107,6 +107,14 @@ class PlanStore(StoreBase):
     async def current_epoch(self) -> int:
         return int(await self.db.fetchval(q("epoch_get")))
 
+    async def claim_epoch(self, epoch: int) -> None:
+        """A new leader records its epoch at once, fencing off every older leader."""
+        async with self.db.transaction() as conn:
+            current = int(await conn.fetchval(q("epoch_lock")))
+            if epoch < current:
+                raise StaleEpoch(epoch, current)
+            await conn.execute(q("epoch_advance"), epoch)
+
     async def apply_plan(self, plan: Plan, epoch: int) -> PlanResult:
         by_node = _group(plan.placements)
         async with self.db.transaction() as conn:

@@ -90,18 +90,17 @@ async def running(settings: CoordinatorSettings) -> AsyncIterator[Api]:
     ready = asyncio.Event()
     async with open_coordinator(settings) as coord:
         task = asyncio.create_task(serve(coord, stop, ready=ready))
-        await asyncio.wait_for(ready.wait(), 10)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            api = Api(f"http://{settings.listen}", coord, session)
-            # Wait until this coordinator leads, so evaluations get processed.
-            async with asyncio.timeout(10):
-                while coord.leader_epoch is None:
-                    await asyncio.sleep(0.05)
-            try:
-                yield api
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 15)
+        try:
+            await asyncio.wait_for(ready.wait(), 10)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+                # Wait until this coordinator leads, so evaluations get processed.
+                async with asyncio.timeout(10):
+                    while coord.leader_epoch is None:
+                        await asyncio.sleep(0.05)
+                yield Api(f"http://{settings.listen}", coord, session)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture

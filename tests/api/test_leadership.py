@@ -1,0 +1,68 @@
+"""Leader election between coordinators, and node-loss reconciliation by the leader."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from tests.api.conftest import AGENT, Api, running, settings_for
+
+
+async def test_exactly_one_leader_and_failover_raises_the_epoch(
+    pg_dsn: str, redis_url: str
+) -> None:
+    a_settings = settings_for(pg_dsn, redis_url, coordinator_id="coord-a")
+    async with running(a_settings) as a:
+        b_settings = settings_for(pg_dsn, redis_url, coordinator_id="coord-b")
+        async with contextlib.AsyncExitStack() as stack:
+            b_task = asyncio.create_task(stack.enter_async_context(running(b_settings)))
+            await asyncio.sleep(2.0)  # b keeps trying while a leads
+            assert a.coord.leader_epoch is not None
+            first_epoch = a.coord.leader_epoch
+            assert not b_task.done()  # running() waits until b leads: it cannot yet
+        b_task.cancel()
+    # a stepped down; a fresh coordinator takes over with a higher epoch.
+    async with running(settings_for(pg_dsn, redis_url, coordinator_id="coord-c")) as c:
+        assert c.coord.leader_epoch is not None and c.coord.leader_epoch > first_epoch
+        st = await c.ok("GET", "/api/v1/cluster/status")
+        assert st["leader"] == "coord-c" and st["epoch"] >= first_epoch
+
+
+async def _heartbeat_forever(api: Api, node_id: str) -> None:
+    while True:
+        await api.ok("POST", f"/api/v1/agent/nodes/{node_id}/heartbeat", token=AGENT)
+        await asyncio.sleep(0.3)
+
+
+async def test_a_lost_node_is_marked_down_and_its_allocations_replaced(
+    pg_dsn: str, redis_url: str
+) -> None:
+    await asyncio.sleep(2.1)  # the reaper waits for Redis to be older than one heartbeat TTL
+    async with running(settings_for(pg_dsn, redis_url)) as api:
+        doomed = await api.register("doomed")
+        out = await api.ok(
+            "POST",
+            "/api/v1/jobs",
+            json={"name": "svc", "type": "service", "task": {"driver": "fake", "argv": ["sleep"]}},
+        )
+        await api.wait_eval(out["evaluation"]["id"])
+        [first] = await api.ok("GET", f"/api/v1/jobs/{out['job']['id']}/allocations")
+        assert first["node_id"] == doomed["id"]
+        survivor = await api.register("survivor")
+        beat = asyncio.create_task(_heartbeat_forever(api, survivor["id"]))
+        try:
+            async with asyncio.timeout(20):
+                while (await api.ok("GET", f"/api/v1/nodes/{doomed['id']}"))["status"] != "down":
+                    await asyncio.sleep(0.2)
+                lost = await api.ok("GET", f"/api/v1/allocations/{first['id']}")
+                assert lost["client_status"] == "lost"
+                while True:
+                    allocs = await api.ok("GET", f"/api/v1/jobs/{out['job']['id']}/allocations")
+                    live = [a for a in allocs if a["client_status"] == "pending"]
+                    if live:
+                        break
+                    await asyncio.sleep(0.2)
+            assert live[0]["node_id"] == survivor["id"]
+            assert (await api.ok("GET", f"/api/v1/nodes/{survivor['id']}"))["status"] == "ready"
+        finally:
+            beat.cancel()
