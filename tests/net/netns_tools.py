@@ -79,3 +79,20 @@ def ipv4_addresses(ns: str, ifname: str) -> list[str]:
 
 def in_netns(ns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     return run(["ip", "netns", "exec", ns, *argv], check=check)
+
+
+def plug_vm(node_ns: str, vm_ns: str, port: str, address: str, gateway: str | None = None) -> None:
+    """A 'VM': veth `port` in node_ns, its peer eth0 in vm_ns with address/24 (and a route)."""
+    ip(node_ns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", vm_ns)
+    ip(vm_ns, "addr", "add", f"{address}/24", "dev", "eth0")
+    ip(vm_ns, "link", "set", "eth0", "up")
+    ip(vm_ns, "link", "set", "lo", "up")
+    if gateway is not None:
+        ip(vm_ns, "route", "add", "default", "via", gateway)
+
+
+def pings(ns: str, target: str, *, tries: int = 1) -> bool:
+    """One ICMP echo with a 1 s deadline, retried (a first ping may race the ARP reply)."""
+    return any(
+        in_netns(ns, "ping", "-n", "-q", "-c1", "-W1", target).returncode == 0 for _ in range(tries)
+    )

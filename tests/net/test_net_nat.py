@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mxvm.net import NodeNetwork
 
-from .netns_tools import in_netns, require_binary, run
+from .netns_tools import in_netns, ip, pings, plug_vm, require_binary, run
 
 pytestmark = pytest.mark.privileged
 TABLE = "mxvm_mxvmtest0"
@@ -76,3 +77,24 @@ async def test_teardown_removes_nat(net: NodeNetwork, netns: str) -> None:
     await net.enable_nat("10.87.3.0/24")
     await net.teardown()
     assert TABLE not in _ruleset(netns)
+
+
+@pytest.mark.parametrize("uplink", ["up0", None])
+async def test_masquerade_carries_guest_traffic_out_and_back(
+    net: NodeNetwork, netns: str, make_netns: Callable[[str], str], uplink: str | None
+) -> None:
+    """vm -> bridge -> node -> uplink -> wan. The wan side has no route back to the guest
+    subnet, so a reply only arrives when the source was rewritten to the uplink address."""
+    require_binary("ping", "iputils-ping")
+    vm, wan = make_netns("vm"), make_netns("wan")
+    await net.ensure_bridge("10.99.0.1/24")
+    plug_vm(netns, vm, "vethvm", "10.99.0.11", gateway="10.99.0.1")
+    await net.attach_port("vethvm")
+    plug_vm(netns, wan, "up0", "192.0.2.2")  # the wan end gets .2; the node end below
+    ip(netns, "addr", "add", "192.0.2.1/24", "dev", "up0")
+    ip(netns, "link", "set", "up0", "up")
+
+    await net.enable_nat("10.99.0.0/24", uplink=uplink)
+    assert pings(vm, "192.0.2.2", tries=3)
+    await net.disable_nat()
+    assert not pings(vm, "192.0.2.2")
