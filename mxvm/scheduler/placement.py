@@ -42,6 +42,7 @@ class Context:
     dynamic: list[Filter]
     score: Scorer
     rng: random.Random
+    prototype: Allocation
 
     @classmethod
     def build(
@@ -66,6 +67,7 @@ class Context:
             score=scorer(algorithm(job, config), need),
             # str seeds are hashed with SHA-512: the same eval id gives the same walk anywhere.
             rng=random.Random(eval_id),
+            prototype=prototype(job, eval_id, need),
         )
 
     def probe(self, pos: int) -> tuple[str | None, float]:
@@ -90,29 +92,46 @@ class Context:
         state.add(
             need.cpu_millicores, need.memory_mb, need.disk_mb, device_ids, list(port_map.values())
         )
-        # model_construct: every field is built here from validated parts; validating 100,000
-        # allocations per benchmark run would dominate the scheduler's time.
-        return Allocation.model_construct(
-            id=self.new_id(),
-            eval_id=self.eval_id,
-            job_id=job.id,
-            job_version=job.version,
-            node_id=state.node.id,
-            name=f"{job.name}[{placement.index}]",
-            index=placement.index,
-            desired_status=DesiredStatus.RUN,
-            client_status=ClientStatus.PENDING,
-            resources=need,
-            device_ids=device_ids,
-            ports=port_map,
-            previous_allocation=placement.previous.id if placement.previous else None,
-            reschedule_attempts=placement.attempts,
-            # The rest are given rather than defaulted: defaults cost pydantic more per call.
-            desired_description="",
-            client_description="",
-            ip=None,
-            exit_code=None,
-            events=[],
-            created_at=None,
-            modified_at=None,
+        # A copy of the evaluation's prototype, not validation: every value here comes from
+        # validated parts, and validating 100,000 allocations would dominate the run time.
+        # The mutable fields (device_ids, ports, events) are always fresh objects.
+        return self.prototype.model_copy(
+            update={
+                "id": self.new_id(),
+                "node_id": state.node.id,
+                "name": f"{job.name}[{placement.index}]",
+                "index": placement.index,
+                "device_ids": device_ids,
+                "ports": port_map,
+                "events": [],
+                "previous_allocation": placement.previous.id if placement.previous else None,
+                "reschedule_attempts": placement.attempts,
+            }
         )
+
+
+def prototype(job: Job, eval_id: str, need: Resources) -> Allocation:
+    """The fields every new allocation of this evaluation shares (all given: defaults are slow)."""
+    return Allocation.model_construct(
+        id="",
+        eval_id=eval_id,
+        job_id=job.id,
+        job_version=job.version,
+        node_id="",
+        name="",
+        index=0,
+        desired_status=DesiredStatus.RUN,
+        desired_description="",
+        client_status=ClientStatus.PENDING,
+        client_description="",
+        resources=need,
+        device_ids=[],
+        ports={},
+        ip=None,
+        exit_code=None,
+        previous_allocation=None,
+        reschedule_attempts=0,
+        events=[],
+        created_at=None,
+        modified_at=None,
+    )
