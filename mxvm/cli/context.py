@@ -30,8 +30,9 @@ async def resolve(client: ApiClient, kind: str, ident: str) -> str:
         return ident
     items = await client.get(f"/api/v1/{kind}")
     matches = [i["id"] for i in items if i["id"].startswith(ident)]
-    if kind == "nodes":
-        matches += [i["id"] for i in items if i["name"] == ident and i["id"] not in matches]
+    if kind in ("nodes", "jobs"):  # names work too; for jobs, the live one with that name
+        named = [i for i in items if i["name"] == ident and not i.get("stop", False)]
+        matches += [i["id"] for i in named if i["id"] not in matches]
     if not matches:
         raise NotFound(f"no {kind[:-1]} matches {ident!r}")
     if len(matches) > 1:

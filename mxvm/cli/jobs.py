@@ -57,7 +57,8 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(f"job {job['id']} ({job['name']}): evaluation {ev['status']}")
         if ev["status"] == "blocked":
-            print(f"  {ev['queued']} allocation(s) not placed: {json.dumps(ev['failures'])}")
+            why = json.dumps(ev["failures"]) if ev["failures"] else "no ready nodes"
+            print(f"  {ev['queued']} allocation(s) not placed: {why}")
         for a in allocs:
             print(f"  placed {a['name']} as {short(a['id'])} on node {short(a['node_id'])}")
     return 0 if ev["status"] == "complete" else 2

@@ -80,6 +80,8 @@ class Evaluator:
         queued = plan.unplaced + stale
         if queued:
             desc = f"{queued} allocation(s) could not be placed"
+            if not plan.failures:
+                desc += ": no nodes to place on"
             await self.store.finish_evaluation(
                 ev, EvalStatus.BLOCKED, description=desc, failures=plan.failures, queued=queued
             )

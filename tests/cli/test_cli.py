@@ -1,0 +1,144 @@
+"""The `mxvm` command as a user runs it: `mxvm up` in the background, then the client verbs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from mxvm.embedded import find_postgres_binaries, find_redis_server
+from tests.api.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[dict[str, str]]:
+    try:
+        find_postgres_binaries()
+        find_redis_server()
+    except Exception as exc:  # the fixture's reason says what is missing
+        pytest.skip(f"mxvm up needs Postgres and Redis: {exc}")
+    state = Path(tempfile.mkdtemp(prefix="mxvm-up-"))
+    state.chmod(0o755)
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "MXVM_STATE_DIR": str(state), "MXVM_URL": url}
+    env.pop("MXVM_TOKEN", None)
+    env.pop("MXVM_ADMIN_TOKEN", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mxvm", "up", "--listen", url.removeprefix("http://")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while "mxvm is up" not in banner and time.monotonic() < deadline:
+            banner = proc.stdout.readline()
+            if proc.poll() is not None:
+                pytest.fail("mxvm up exited early")
+        assert "mxvm is up" in banner
+        yield env
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def mxvm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mxvm", "--log-level", "WARNING", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def json_of(env: dict[str, str], *args: str) -> Any:
+    out = mxvm(env, *args, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+async def _register(env: dict[str, str], name: str) -> None:
+    token = (Path(env["MXVM_STATE_DIR"]) / "agent-token").read_text().strip()
+    reg = {
+        "name": name,
+        "resources": {"cpu_millicores": 4000, "memory_mb": 4096},
+        "drivers": ["fake"],
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            env["MXVM_URL"] + "/api/v1/agent/register",
+            json=reg,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+
+
+def test_up_generates_and_keeps_an_admin_token(up: dict[str, str]) -> None:
+    token_file = Path(up["MXVM_STATE_DIR"]) / "admin-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert len(token_file.read_text().strip()) >= 32
+    # The CLI finds the token in the state dir; a wrong MXVM_TOKEN is refused.
+    assert mxvm(up, "job", "ls").returncode == 0
+    bad = mxvm({**up, "MXVM_TOKEN": "wrong"}, "job", "ls")
+    assert bad.returncode == 1 and "invalid token" in bad.stderr
+
+
+async def test_job_lifecycle_through_the_cli(up: dict[str, str], tmp_path: Path) -> None:
+    spec = tmp_path / "hello.toml"
+    spec.write_text(
+        'name = "hello"\n[task]\ndriver = "fake"\nargv = ["echo", "hi"]\nmemory_mb = 128\n'
+    )
+    blocked = mxvm(up, "job", "run", str(spec))
+    assert blocked.returncode == 2 and "no ready nodes" in blocked.stdout
+    mxvm(up, "job", "stop", "hello")
+
+    await _register(up, "cli-node")
+    nodes = json_of(up, "node", "ls")
+    assert [n["name"] for n in nodes] == ["cli-node"]
+    placed = mxvm(up, "job", "run", str(spec))
+    assert placed.returncode == 0, placed.stdout + placed.stderr
+    assert "placed hello[0]" in placed.stdout
+
+    table = mxvm(up, "job", "ls")
+    assert table.stdout.splitlines()[0].split() == [
+        "ID", "NAME", "TYPE", "PRIORITY", "STATUS", "SUBMITTED"
+    ]  # fmt: skip
+    status = json_of(up, "job", "status", "hello")
+    [alloc] = status["allocations"]
+    assert alloc["name"] == "hello[0]" and alloc["client_status"] == "pending"
+    shown = mxvm(up, "alloc", "show", alloc["id"][:8])
+    assert "placed on node" in shown.stdout
+    assert [a["id"] for a in json_of(up, "alloc", "ls", "--job", "hello")] == [alloc["id"]]
+    assert "cli-node" in mxvm(up, "node", "show", "cli-node").stdout
+    assert (
+        json_of(up, "node", "eligibility", "cli-node", "ineligible")["eligibility"] == "ineligible"
+    )
+    assert mxvm(up, "job", "stop", "hello").returncode == 0
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "task": {"argv": [], "memory_mb": 1}}))
+    out = mxvm(up, "job", "run", str(bad))
+    assert out.returncode == 1
+    assert "task.argv" in out.stderr and "task.memory_mb" in out.stderr
+    assert "no job matches" in mxvm(up, "job", "status", "nope").stderr
