@@ -219,3 +219,11 @@ async def test_kernel_refusals_become_network_errors_naming_the_interface(
         await net.attach_port(BRIDGE)  # a bridge cannot be its own port
     assert err.value.ifname == BRIDGE
     assert err.value.__cause__ is not None
+
+
+async def test_ensure_bridge_replaces_an_ipv6_gateway(net: NodeNetwork, netns: str) -> None:
+    await net.ensure_bridge("fd00:87:3::1/64")
+    await net.ensure_bridge("fd00:87:4::1/64")
+    out = ip(netns, "-6", "-o", "addr", "show", "dev", BRIDGE)
+    assert "fd00:87:4::1/64" in out
+    assert "fd00:87:3::1" not in out
