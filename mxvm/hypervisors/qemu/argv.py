@@ -24,8 +24,9 @@ def _opt(path: Path | str) -> str:
 
 
 def kernel_cmdline(spec: VmSpec, *, accel: Accel, host_mhz: int) -> str:
+    # earlyprintk: the kernel decompressor's fatal errors reach the console log too.
     # panic=-1 with -no-reboot: a guest panic ends QEMU at once instead of hanging.
-    args = ["console=ttyS0", "panic=-1"]
+    args = ["console=ttyS0", "earlyprintk=ttyS0", "panic=-1"]
     if accel == "tcg":
         # Without it the TCG guest calibrates its TSC against a slow emulated PIT and
         # a large share of boots stall; the host's frequency is the right answer.

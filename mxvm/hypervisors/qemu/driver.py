@@ -33,12 +33,19 @@ from mxvm.hypervisors.qemu import process
 from mxvm.hypervisors.qemu.argv import DEFAULT_GUEST_PORT, Accel, build_argv
 from mxvm.hypervisors.qemu.kvm_probe import probe_kvm
 from mxvm.hypervisors.qemu.qmp import QmpClient, QmpStatus
-from mxvm.hypervisors.qemu.state import VmRecord, exit_status, load_record, save_record
+from mxvm.hypervisors.qemu.state import (
+    VmRecord,
+    exit_status,
+    halted_reason,
+    load_record,
+    save_record,
+)
 
 log = logging.getLogger(__name__)
 
 NAME = "qemu"
 _RUN_FILES = ("qmp.sock", "guest.sock", "vmm.pid", "vm.json")
+_HALT_CHECK_S = 2.0
 _CRASHED_RUNSTATES = frozenset({"guest-panicked", "internal-error", "io-error"})
 
 
@@ -67,6 +74,7 @@ class QemuDriver:
         qmp_timeout_s: float = 5.0,
         kill_timeout_s: float = 10.0,
         poll_interval_s: float = 0.2,
+        kvm_probe_timeout_s: float = 10.0,
     ) -> None:
         self._binary = qemu_binary
         self._accel_setting = accel
@@ -76,6 +84,7 @@ class QemuDriver:
         self._qmp_timeout_s = qmp_timeout_s
         self._kill_timeout_s = kill_timeout_s
         self._poll_s = poll_interval_s
+        self._kvm_probe_timeout_s = kvm_probe_timeout_s
         self._accel: Accel | None = None if accel == "auto" else accel
         self._probe_lock = asyncio.Lock()
         self._qmp_locks: dict[str, asyncio.Lock] = {}
@@ -98,7 +107,7 @@ class QemuDriver:
         """KVM when configured, or (auto) when the probe boots `kernel` under it; else TCG."""
         async with self._probe_lock:
             if self._accel is None:
-                probe = await probe_kvm(self._binary, kernel)
+                probe = await probe_kvm(self._binary, kernel, timeout_s=self._kvm_probe_timeout_s)
                 self._accel = "kvm" if probe.usable else "tcg"
             return self._accel
 
@@ -223,6 +232,9 @@ class QemuDriver:
     async def inspect(self, handle: VmHandle) -> VmStatus:
         if self._running(handle) is None:
             return self._ended(handle)
+        halted = halted_reason(handle.run_dir / "console.log")
+        if halted is not None:
+            return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=halted)
         try:
             status = await self._query(handle)
         except DriverError as exc:
@@ -234,9 +246,15 @@ class QemuDriver:
         return VmStatus(state=VmState.RUNNING, pid=handle.pid, reason=status.status)
 
     async def wait(self, handle: VmHandle) -> VmStatus:
-        if self._running(handle) is not None:
-            await process.wait_exit(handle.pid, poll_s=self._poll_s)
-        status = self._ended(handle)
+        """Until QEMU exits, or the guest kernel halts in boot (QEMU idles on forever then)."""
+        status: VmStatus | None = None
+        while status is None and self._running(handle) is not None:
+            if await process.wait_exit_for(handle.pid, _HALT_CHECK_S, poll_s=self._poll_s):
+                break
+            halted = halted_reason(handle.run_dir / "console.log")
+            if halted is not None:
+                status = VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=halted)
+        status = status or self._ended(handle)
         log.info(
             "vm.ended alloc=%s state=%s reason=%s",
             handle.alloc_id,

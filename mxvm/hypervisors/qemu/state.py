@@ -21,6 +21,7 @@ _TAIL_BYTES = 64 * 1024
 _POWER_OFF = "reboot: Power down"
 _RESTART = "reboot: Restarting system"
 _PANIC = "Kernel panic"
+_HALTED = "-- System halted"  # the x86 boot decompressor's last words; QEMU keeps running
 
 
 class VmRecord(BaseModel):
@@ -63,6 +64,15 @@ def _panic_line(tail: str) -> str | None:
         if _PANIC in line:
             return line[line.index(_PANIC) :].strip()
     return None
+
+
+def halted_reason(console_log: Path) -> str | None:
+    """Why the guest kernel halted before it started (corrupt image, too little memory)."""
+    tail = console_tail(console_log)
+    if _HALTED not in tail:
+        return None
+    before = [line.strip() for line in tail[: tail.rindex(_HALTED)].splitlines() if line.strip()]
+    return f"guest kernel halted during boot: {before[-1] if before else 'no message'}"
 
 
 def exit_status(record: VmRecord | None, console_log: Path) -> VmStatus:
