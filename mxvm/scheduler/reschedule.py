@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from mxvm.models.allocation import Allocation, ClientStatus, DesiredStatus
 from mxvm.models.job import Job, JobType
@@ -32,8 +32,13 @@ DONE = Decision(place=False)
 FRESH = Decision(place=True)
 
 
+def utc(when: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, so that naive and aware ones can be compared."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def _key(alloc: Allocation) -> tuple[float, int]:
-    created = alloc.created_at.timestamp() if alloc.created_at is not None else float("-inf")
+    created = utc(alloc.created_at).timestamp() if alloc.created_at else float("-inf")
     return created, alloc.reschedule_attempts
 
 
@@ -53,7 +58,7 @@ def _reschedules_since(history: Sequence[Allocation], since: datetime) -> int:
             continue
         when = alloc.created_at or prev.modified_at
         # Without a timestamp, count it: better one reschedule too few than a crash loop.
-        if when is None or when >= since:
+        if when is None or utc(when) >= since:
             count += 1
     return count
 
@@ -61,13 +66,13 @@ def _reschedules_since(history: Sequence[Allocation], since: datetime) -> int:
 def _policy(job: Job, last: Allocation, history: Sequence[Allocation], now: datetime) -> Decision:
     policy = job.reschedule
     if not policy.unlimited:
-        since = now - timedelta(seconds=policy.interval_s)
+        since = utc(now) - timedelta(seconds=policy.interval_s)
         if _reschedules_since(history, since) >= policy.attempts:
             return DONE
     changed = last.modified_at or last.created_at
     if changed is not None:
-        due = changed + timedelta(seconds=policy.delay_s)
-        if due > now:
+        due = utc(changed) + timedelta(seconds=policy.delay_s)
+        if due > utc(now):
             return Decision(place=False, not_before=due)
     return Decision(place=True, previous=last, attempts=last.reschedule_attempts + 1)
 

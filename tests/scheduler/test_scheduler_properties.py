@@ -56,6 +56,7 @@ def _check_placement(snapshot: ClusterSnapshot, job: Job, alloc: Allocation) -> 
 def test_successive_plans_never_overcommit(snapshot: ClusterSnapshot, data: st.DataObject) -> None:
     usage0 = copy_usage(snapshot)
     placed: list[Allocation] = []
+    first: tuple[Job, list[Allocation]] | None = None
     for k in range(3):
         job = data.draw(jobs(COUNTED + PER_NODE, job_id=f"job-{k}"))
         plan = run(snapshot, job, eval_id=f"eval-{k}", ids=Ids(f"j{k}"))
@@ -63,6 +64,16 @@ def test_successive_plans_never_overcommit(snapshot: ClusterSnapshot, data: st.D
             _check_placement(snapshot, job, alloc)
         feed_back(snapshot, plan)
         placed += plan.placements
+        first = first or (job, plan.placements)
+    # Re-evaluate the first job, scaled up, with its allocations live in the snapshot.
+    assert first is not None
+    job, allocs = first
+    bigger = job.model_copy(update={"count": job.count + data.draw(st.integers(0, 5))})
+    plan = run(snapshot, bigger, allocs, eval_id="eval-again", ids=Ids("again"))
+    assert not {a.index for a in plan.placements} & {a.index for a in allocs}
+    for alloc in plan.placements:
+        _check_placement(snapshot, bigger, alloc)
+    placed += plan.placements
     assert_not_overcommitted(usage0, snapshot.nodes, placed)
 
 

@@ -199,3 +199,19 @@ def test_sysbatch_complete_is_not_rerun_and_system_failed_is_replaced() -> None:
         ("node-000", "bad"),
         ("node-001", None),
     ]
+
+
+def test_naive_timestamps_are_taken_as_utc() -> None:
+    job = make_job(count=1, reschedule=ReschedulePolicy(attempts=3, delay_s=30))
+    failed = make_alloc("a1", status=FAILED, age_s=10)
+    naive = failed.model_copy(
+        update={
+            "created_at": failed.created_at.replace(tzinfo=None) if failed.created_at else None,
+            "modified_at": failed.modified_at.replace(tzinfo=None) if failed.modified_at else None,
+        }
+    )
+    plan = run(_cluster(), job, [naive])
+    assert plan.next_eval_at == NOW + timedelta(seconds=30)
+    assert run(_cluster(), job, [naive], now=NOW.replace(tzinfo=None)).next_eval_at == (
+        NOW + timedelta(seconds=30)
+    )
