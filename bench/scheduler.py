@@ -13,7 +13,7 @@ import argparse
 import itertools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -97,25 +97,36 @@ class Result:
         return sum(self.job_seconds)
 
 
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def plan_job(
+    snapshot: ClusterSnapshot, job: Job, new_id: Callable[[], str], config: SchedulerConfig
+) -> Plan:
+    """One evaluation of `job`, as the coordinator's evaluator would run it."""
+    return schedule(
+        snapshot, job, [], eval_id=f"eval-{job.id}", now=NOW, new_id=new_id, config=config
+    )
+
+
 def run_pure(
     snapshot: ClusterSnapshot, jobs: Sequence[Job], config: SchedulerConfig | None = None
 ) -> Result:
-    """Schedule every job in turn, feeding each plan back into the snapshot."""
+    """Schedule every job in turn, feeding each plan back into the snapshot.
+
+    A store mode does the same with `await store.apply_plan(plan, epoch)` between plan_job()
+    and apply_placements(), timing both.
+    """
     config = config or SchedulerConfig()
     ids = itertools.count()
-    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def new_id() -> str:
+        return f"alloc-{next(ids):08d}"
+
     result = Result(placements=0, unplaced=0, job_seconds=[])
     for job in jobs:
         t0 = time.perf_counter()
-        plan = schedule(
-            snapshot,
-            job,
-            [],
-            eval_id=f"eval-{job.id}",
-            now=now,
-            new_id=lambda: f"alloc-{next(ids):08d}",
-            config=config,
-        )
+        plan = plan_job(snapshot, job, new_id, config)
         result.job_seconds.append(time.perf_counter() - t0)
         result.placements += len(plan.placements)
         result.unplaced += plan.unplaced
