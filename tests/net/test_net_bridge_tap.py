@@ -227,3 +227,19 @@ async def test_ensure_bridge_replaces_an_ipv6_gateway(net: NodeNetwork, netns: s
     out = ip(netns, "-6", "-o", "addr", "show", "dev", BRIDGE)
     assert "fd00:87:4::1/64" in out
     assert "fd00:87:3::1" not in out
+
+
+async def test_concurrent_creates_and_deletes_share_one_socket(
+    net: NodeNetwork, netns: str
+) -> None:
+    """The agent converges allocations concurrently; requests must not get crossed."""
+    await net.ensure_bridge("10.87.3.1/24")
+    ids = [f"conc-{i}" for i in range(16)]
+    taps = await asyncio.gather(*(net.create_tap(i) for i in ids))
+    assert [t.name for t in taps] == [tap_name(i) for i in ids]
+    for tap in taps:
+        link = _port(netns, tap.name)
+        assert link["master"] == BRIDGE
+        assert _isolated(link)
+    assert all(await asyncio.gather(*(net.delete_tap(i) for i in ids)))
+    assert await net.list_taps() == []
