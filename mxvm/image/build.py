@@ -1,0 +1,193 @@
+"""build_dev_image(): the dev/CI guest image (Debian cloud kernel + busybox/Python
+initramfs with the guest agent), cached on its inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mxvm.guest
+from mxvm.guest.protocol import PORT_NAME
+from mxvm.image import cpio, debs, kmods, python, rootfs
+from mxvm.image.cmdline import BASE
+from mxvm.image.errors import ImageBuildError
+
+FORMAT = 1
+MIN_MEMORY_MB = 128  # boots with ~26 MiB free; 96 MiB panics
+RECOMMENDED_MEMORY_MB = 256
+KERNEL_NAME = "vmlinuz"
+INITRD_NAME = "initrd.img"
+MANIFEST_NAME = "manifest.json"
+ZSTD_LEVEL = "-9"
+
+
+@dataclass(frozen=True)
+class ImagePaths:
+    kernel: Path
+    initrd: Path
+    manifest: Path
+
+
+def default_image_dir() -> Path:
+    """$MXVM_IMAGE_DIR, else $XDG_CACHE_HOME/mxvm/images/default (~/.cache by default)."""
+    if env := os.environ.get("MXVM_IMAGE_DIR"):
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "mxvm" / "images" / "default"
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def source_hash() -> str:
+    """What the image embeds or is shaped by: the guest package and this builder."""
+    h = hashlib.sha256()
+    for pkg in (Path(mxvm.guest.__file__).parent, Path(__file__).parent):
+        for path in sorted(pkg.glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _inputs(kernel_pkg: str) -> dict[str, Any]:
+    names = [kernel_pkg, *python.DEBS, *python.LIB_DEBS]
+    versions = {}
+    for name in names:
+        if (v := debs.candidate(name)) is None:
+            raise ImageBuildError(f"apt has no candidate for {name}")
+        versions[name] = v
+    return {
+        "format": FORMAT,
+        "packages": versions,
+        "busybox": debs.installed_version("busybox-static"),
+        "sources_sha256": source_hash(),
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cached(dest: Path, inputs: dict[str, Any]) -> ImagePaths | None:
+    paths = ImagePaths(dest / KERNEL_NAME, dest / INITRD_NAME, dest / MANIFEST_NAME)
+    try:
+        manifest = json.loads(paths.manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("inputs") != inputs:
+        return None
+    sums = manifest.get("sha256", {})
+    for path in (paths.kernel, paths.initrd):
+        if not path.is_file() or sums.get(path.name) != _sha256(path):
+            return None
+    return paths
+
+
+def build_dev_image(
+    dest_dir: Path, *, progress: Callable[[str], None] = _silent, force: bool = False
+) -> ImagePaths:
+    """Build (or reuse) the image in dest_dir; returns the kernel, initrd and manifest."""
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    progress("checking apt package lists")
+    debs.ensure_lists()
+    kernel_pkg = debs.kernel_package()
+    inputs = _inputs(kernel_pkg)
+    if not force and (paths := _cached(dest, inputs)) is not None:
+        progress(f"image in {dest} is up to date")
+        return paths
+    started = time.monotonic()
+    progress(f"downloading {kernel_pkg} and the Python packages")
+    fetched = debs.download([kernel_pkg, *python.DEBS, *python.LIB_DEBS], dest / "debs")
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=dest) as tmp:
+        work = Path(tmp)
+        for deb in fetched:
+            progress(f"unpacking {deb.path.name}")
+            debs.extract(deb, work / "x")
+        info = _assemble(work, kernel_pkg, progress)
+        progress("packing the initramfs")
+        _pack(work / "root", work / "initrd.cpio", dest / INITRD_NAME)
+        shutil.copyfile(info.pop("vmlinuz"), dest / KERNEL_NAME)
+    manifest = _manifest(dest, inputs, info)
+    tmp_manifest = dest / (MANIFEST_NAME + ".tmp")
+    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp_manifest.replace(dest / MANIFEST_NAME)
+    progress(
+        f"built {dest} in {time.monotonic() - started:.1f}s: "
+        f"initrd {manifest['initrd_bytes'] / 1e6:.1f} MB"
+    )
+    return ImagePaths(dest / KERNEL_NAME, dest / INITRD_NAME, dest / MANIFEST_NAME)
+
+
+def _assemble(work: Path, kernel_pkg: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    extracted, root = work / "x", work / "root"
+    release = kernel_pkg.removeprefix("linux-image-")
+    vmlinuz = extracted / "boot" / f"vmlinuz-{release}"
+    if not vmlinuz.is_file():
+        raise ImageBuildError(f"{kernel_pkg} has no /boot/vmlinuz-{release}")
+    progress("adding kernel modules")
+    module_paths = kmods.install(extracted / "lib" / "modules" / release, root)
+    progress("adding busybox")
+    applets = rootfs.install_busybox(rootfs.busybox_path(), root)
+    progress("adding Python (trimmed stdlib, byte-compiled)")
+    stdlib_files = python.install(extracted, root)
+    progress("adding the guest agent and /init")
+    rootfs.install_layout(root, module_paths)
+    rootfs.install_guest_agent(Path(mxvm.guest.__file__).parent, root)
+    python.compile_tree(root / rootfs.GUEST_PKG_DIR)
+    return {
+        "vmlinuz": vmlinuz,
+        "kernel_release": release,
+        "modules": [Path(p).stem for p in module_paths],
+        "busybox_applets": applets,
+        "stdlib_files": stdlib_files,
+    }
+
+
+def _pack(root: Path, cpio_path: Path, out: Path) -> None:
+    with cpio_path.open("wb") as f:
+        cpio.write_archive(f, [*rootfs.device_entries(), *cpio.tree_entries(root)])
+    tmp = out.with_name(out.name + ".tmp")
+    if shutil.which("zstd") is None:
+        raise ImageBuildError("zstd is missing: install the zstd package")
+    subprocess.run(
+        ["zstd", "-q", "-f", ZSTD_LEVEL, "-T0", str(cpio_path), "-o", str(tmp)], check=True
+    )
+    tmp.replace(out)
+
+
+def _manifest(dest: Path, inputs: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    kernel, initrd = dest / KERNEL_NAME, dest / INITRD_NAME
+    return {
+        "format": FORMAT,
+        "inputs": inputs,
+        "kernel": KERNEL_NAME,
+        "initrd": INITRD_NAME,
+        "initrd_compression": "zstd",
+        "initrd_bytes": initrd.stat().st_size,
+        **info,
+        "min_memory_mb": MIN_MEMORY_MB,
+        "recommended_memory_mb": RECOMMENDED_MEMORY_MB,
+        "cmdline": " ".join(BASE),
+        "cmdline_hints": {
+            "tcg": "add tsc_early_khz=<host cpu MHz x 1000> (mxvm.image.cmdline.guest_cmdline)",
+            "network": "mxvm.ip=A.B.C.D/N mxvm.gw=A.B.C.D mxvm.mac=MAC mxvm.dns=IP[,IP]",
+            "hostname": "mxvm.hostname=NAME",
+        },
+        "channel": {"kind": "virtio-serial", "port_name": PORT_NAME},
+        "machine_hints": "-M microvm,acpi=on (power button for system_powerdown)",
+        "sha256": {kernel.name: _sha256(kernel), initrd.name: _sha256(initrd)},
+    }

@@ -1,0 +1,48 @@
+"""QEMU arguments for the dev image: the guest channel's device args (which every QEMU
+command line booting this image needs) and a minimal microvm command line used by the
+image's own tests and bench/guest_boot.py. The real driver lives in mxvm.hypervisors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mxvm.guest.protocol import PORT_NAME
+from mxvm.image.build import ImagePaths
+
+CHARDEV_ID = "mxvmch"
+
+
+def channel_args(sock: Path, *, mmio: bool = True) -> list[str]:
+    """virtio-serial with one named port, its chardev a unix socket QEMU listens on.
+    `mmio` for -M microvm; False for PCI machines (q35)."""
+    bus = "virtio-serial-device" if mmio else "virtio-serial-pci"
+    return [
+        "-device", bus,
+        "-chardev", f"socket,id={CHARDEV_ID},path={sock},server=on,wait=off",
+        "-device", f"virtserialport,chardev={CHARDEV_ID},name={PORT_NAME}",
+    ]  # fmt: skip
+
+
+def minimal_argv(
+    image: ImagePaths,
+    sock: Path,
+    *,
+    cmdline: str,
+    console_log: Path,
+    memory_mb: int = 256,
+    vcpus: int = 1,
+    qmp_sock: Path | None = None,
+    qemu: str = "qemu-system-x86_64",
+) -> list[str]:
+    """microvm + TCG + ACPI (power button), no network, console to a file."""
+    argv = [
+        qemu, "-M", "microvm,acpi=on", "-accel", "tcg", "-cpu", "max",
+        "-m", str(memory_mb), "-smp", str(vcpus),
+        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-serial", f"file:{console_log}",
+        "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", cmdline,
+        *channel_args(sock),
+    ]  # fmt: skip
+    if qmp_sock is not None:
+        argv += ["-qmp", f"unix:{qmp_sock},server=on,wait=off"]
+    return argv
