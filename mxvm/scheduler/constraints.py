@@ -8,10 +8,13 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from mxvm.models.job import Constraint, Operator
-from mxvm.models.node import Node
+
+_NUMBER_START = frozenset("0123456789+-.")
 
 
 def _number(text: str) -> float | None:
+    if text.lstrip()[:1] not in _NUMBER_START:
+        return None  # not a number: skip the cost of a ValueError
     try:
         value = float(text)
     except ValueError:
@@ -61,7 +64,3 @@ def satisfied(constraint: Constraint, actual: str | None) -> bool:
     if op == Operator.SET_CONTAINS:
         return _items(constraint.value) <= _items(actual)
     return _ORDER[op](_compare(actual, constraint.value))
-
-
-def node_satisfies(constraint: Constraint, node: Node) -> bool:
-    return satisfied(constraint, node.attribute(constraint.attribute))

@@ -64,6 +64,9 @@ def _slot(
     index: int,
     node_id: str | None = None,
 ) -> None:
+    if not history:  # never placed: the common case of a new job, kept cheap
+        changes.place.append(Placement(index, node_id=node_id))
+        return
     live = [a for a in history if is_live(a)]
     if live:
         _keep_one(live, changes)
