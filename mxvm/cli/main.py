@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeAlias
@@ -62,7 +63,7 @@ def _node_alloc_verbs(sub: Sub) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mxvm", description="microVM orchestrator for AI agents")
     p.add_argument("--version", action="version", version=f"mxvm {__version__}")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default=os.environ.get("MXVM_LOG_LEVEL", "INFO"))
     sub = p.add_subparsers(required=True, metavar="COMMAND")
     _server_verbs(sub)
     _job_verbs(sub)
