@@ -159,8 +159,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"pure_seconds: {result.seconds:.3f} (cpu: {result.cpu_seconds:.3f})")
     cpu_rate = result.placements / result.cpu_seconds if result.cpu_seconds else 0.0
     print(f"pure_cpu_placements_per_s: {cpu_rate:.0f}")
-    print(f"ms_per_job_mean: {statistics.fmean(per_job) * 1e3:.3f}")
-    print(f"ms_per_job_p99: {per_job[int(0.99 * (len(per_job) - 1))] * 1e3:.3f}")
+    if per_job:
+        print(f"ms_per_job_mean: {statistics.fmean(per_job) * 1e3:.3f}")
+        print(f"ms_per_job_p99: {per_job[int(0.99 * (len(per_job) - 1))] * 1e3:.3f}")
     print(f"pure_placements_per_s: {rate:.0f}")
     print(f"placements_per_s: {rate:.0f}")
 
