@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from mxvm.net import bridge as _bridge
 from mxvm.net import nat as _nat
@@ -14,6 +15,7 @@ from mxvm.net.rtnl import Link, Rtnl
 from mxvm.net.tap import TapInfo
 
 log = logging.getLogger(__name__)
+DELETE_THREADS = 8
 
 
 class NodeNetwork:
@@ -27,6 +29,8 @@ class NodeNetwork:
         self._rtnl = Rtnl(netns)
         # The bridge's link, cached so a tap costs no lookup; dropped on any doubt.
         self._bridge_link: Link | None = None
+        # Our own threads for tap destruction (they may setns(2) briefly, so not shared).
+        self._pool: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> NodeNetwork:
         return self
@@ -72,7 +76,7 @@ class NodeNetwork:
 
     async def delete_tap(self, alloc_id_or_name: str) -> bool:
         """Delete the tap of an allocation (id or tap name); False if it was not there."""
-        return await _tap.delete_tap(self._rtnl, alloc_id_or_name)
+        return await _tap.delete_tap(self._rtnl, alloc_id_or_name, executor=self._executor())
 
     async def list_taps(self) -> list[str]:
         """Names of every mxvm tap in this namespace."""
@@ -80,7 +84,7 @@ class NodeNetwork:
 
     async def cleanup_leftovers(self, keep: set[str]) -> list[str]:
         """Delete every mxvm tap whose allocation id / name is not in keep."""
-        return await _tap.cleanup_leftovers(self._rtnl, keep)
+        return await _tap.cleanup_leftovers(self._rtnl, keep, executor=self._executor())
 
     async def enable_nat(self, subnet: str, uplink: str | None = None) -> None:
         """Masquerade subnet out of uplink (any non-bridge interface when None)."""
@@ -96,10 +100,18 @@ class NodeNetwork:
         br = await _bridge.get_bridge(self._rtnl, self.bridge)
         if br is None:
             return
-        for link in await _tap.list_taps(self._rtnl, master=br.index):
-            await self._rtnl.delete_link(link.name)
+        taps = await _tap.list_taps(self._rtnl, master=br.index)
+        await _tap.delete_taps(self._rtnl, [t.name for t in taps], executor=self._executor())
         await self._rtnl.delete_link(self.bridge)
         log.info("net.bridge_removed bridge=%s", self.bridge)
 
     async def close(self) -> None:
         self._rtnl.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="mxvm-net")
+        return self._pool

@@ -32,6 +32,8 @@ class Link:
     up: bool
     address: str | None
     isolated: bool | None  # None when the link is not a bridge port
+    carrier: bool = False  # for a tap: some process (the hypervisor) has it open
+    multi_queue: bool = False  # for a tap: created with IFF_MULTI_QUEUE
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ def _to_link(msg: Any) -> Link:
         up=bool(int(msg["flags"]) & _IFF_UP),
         address=msg.get("address"),
         isolated=isolated,
+        carrier=bool(msg.get("carrier")),
+        multi_queue=bool(msg.get(("linkinfo", "data", "IFLA_TUN_MULTI_QUEUE"))),
     )
 
 

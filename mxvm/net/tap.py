@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 
 from mxvm.net import tuntap
 from mxvm.net.bridge import attach_port
@@ -52,14 +55,25 @@ async def create_tap(
     return info
 
 
-async def delete_tap(rtnl: Rtnl, alloc_id_or_name: str) -> bool:
+async def delete_tap(rtnl: Rtnl, alloc_id_or_name: str, *, executor: Executor) -> bool:
     """True if a tap was deleted, False if there was none.
 
-    Slow by kernel design: unregistering a netdev waits for RCU (about 15 ms measured on
-    kernel 6.18), inside the netlink send, so the event loop is held that long.
+    Unregistering a netdev waits for RCU in the kernel (about 15 ms measured on 6.18).
+    Done by netlink that wait would hold the event loop, so an idle tap is destroyed
+    through /dev/net/tun in a worker thread instead; one a hypervisor still holds (carrier
+    up) goes by netlink, which can remove it from under the holder.
     """
     name = resolve_tap_name(alloc_id_or_name)
-    deleted = await rtnl.delete_link(name)
+    link = await rtnl.get_link(name)
+    if link is None:
+        return False
+    destroyed = False
+    if link.kind == _TAP_KIND and not link.carrier:
+        destroy = partial(
+            tuntap.destroy_tap, name, namespace=rtnl.netns, multi_queue=link.multi_queue
+        )
+        destroyed = await asyncio.get_running_loop().run_in_executor(executor, destroy)
+    deleted = destroyed or await rtnl.delete_link(name)
     if deleted:
         log.info("net.tap_deleted tap=%s", name, extra={"tap": name})
     return deleted
@@ -76,12 +90,17 @@ async def list_taps(rtnl: Rtnl, *, master: int | None = None) -> list[Link]:
     ]
 
 
-async def cleanup_leftovers(rtnl: Rtnl, keep: set[str]) -> list[str]:
+async def delete_taps(rtnl: Rtnl, names: list[str], *, executor: Executor) -> list[str]:
+    """Delete several taps at once (their kernel waits overlap); return those deleted."""
+    results = await asyncio.gather(*(delete_tap(rtnl, n, executor=executor) for n in names))
+    return [name for name, ok in zip(names, results, strict=True) if ok]
+
+
+async def cleanup_leftovers(rtnl: Rtnl, keep: set[str], *, executor: Executor) -> list[str]:
     """Delete every mxvm tap not in keep (allocation ids or tap names); return the deleted."""
     keep_names = {resolve_tap_name(k) for k in keep}
     doomed = [link.name for link in await list_taps(rtnl) if link.name not in keep_names]
-    # One at a time: each delete holds the kernel's RTNL lock anyway.
-    deleted = [name for name in doomed if await rtnl.delete_link(name)]
+    deleted = await delete_taps(rtnl, doomed, executor=executor)
     if deleted:
         log.info("net.taps_swept count=%d taps=%s", len(deleted), ",".join(deleted))
     return deleted

@@ -1,4 +1,5 @@
-"""Persistent tap creation through /dev/net/tun (the kernel has no netlink call for it).
+"""Persistent taps through /dev/net/tun: creation (the kernel has no netlink call for it)
+and destruction by clearing the persist flag (what libvirt does).
 
 pyroute2 would fork a child per tap when working in another namespace; opening the tun
 device from this thread inside the namespace costs microseconds instead.
@@ -24,6 +25,26 @@ _IFF_NO_PI = 0x1000
 _IFF_VNET_HDR = 0x4000
 _IFF_TUN_EXCL = 0x8000  # fail with EBUSY instead of attaching to an existing device
 _IFREQ_SIZE = 40
+# Attaching to the tap failed for a reason that netlink deletion does not share.
+_CANNOT_ATTACH = frozenset({errno.EBUSY, errno.EINVAL, errno.EPERM})
+
+
+def _ifreq(name: str, *, multi_queue: bool, exclusive: bool) -> bytes:
+    flags = _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR
+    if multi_queue:
+        flags |= _IFF_MULTI_QUEUE
+    if exclusive:
+        flags |= _IFF_TUN_EXCL
+    return struct.pack(f"16sH{_IFREQ_SIZE - 18}x", name.encode(), flags)
+
+
+def _open_tun(name: str, namespace: str | None) -> int:
+    """An fd on /dev/net/tun bound to namespace (the opener's namespace is the tap's)."""
+    try:
+        with netns.entered(namespace):
+            return os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NetworkError(f"cannot open {TUN_DEVICE} for tap {name}: {exc}", ifname=name) from exc
 
 
 def create_persistent_tap(
@@ -37,15 +58,8 @@ def create_persistent_tap(
     Returns False, touching nothing, when an interface of that name already exists.
     The hypervisor reopens the tap later with ifname=...; multi_queue must match its queues.
     """
-    flags = _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR | _IFF_TUN_EXCL
-    if multi_queue:
-        flags |= _IFF_MULTI_QUEUE
-    ifreq = struct.pack(f"16sH{_IFREQ_SIZE - 18}x", name.encode(), flags)
-    try:
-        with netns.entered(namespace):
-            fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NetworkError(f"cannot open {TUN_DEVICE} for tap {name}: {exc}", ifname=name) from exc
+    ifreq = _ifreq(name, multi_queue=multi_queue, exclusive=True)
+    fd = _open_tun(name, namespace)
     try:
         fcntl.ioctl(fd, _TUNSETIFF, ifreq)
     except OSError as exc:
@@ -57,6 +71,28 @@ def create_persistent_tap(
         fcntl.ioctl(fd, _TUNSETPERSIST, 1)
     except OSError as exc:
         raise NetworkError(f"cannot create tap {name}: {exc}", ifname=name) from exc
+    finally:
+        os.close(fd)
+    return True
+
+
+def destroy_tap(name: str, *, namespace: str | None = None, multi_queue: bool = False) -> bool:
+    """Attach to tap `name`, clear its persist flag and close: the kernel removes it.
+
+    The close() is the slow part (unregistering waits for RCU), which is why callers run
+    this in a worker thread: the event loop stays free and deletions overlap. Returns
+    False when the tap cannot be attached (a hypervisor holds it, or its flags differ);
+    the caller then deletes it by netlink.
+    """
+    ifreq = _ifreq(name, multi_queue=multi_queue, exclusive=False)
+    fd = _open_tun(name, namespace)
+    try:
+        fcntl.ioctl(fd, _TUNSETIFF, ifreq)
+        fcntl.ioctl(fd, _TUNSETPERSIST, 0)
+    except OSError as exc:
+        if exc.errno in _CANNOT_ATTACH:
+            return False
+        raise NetworkError(f"cannot delete tap {name}: {exc}", ifname=name) from exc
     finally:
         os.close(fd)
     return True

@@ -18,6 +18,15 @@ def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[s
 
 
 NETNS_PREFIX = "mxvmtest-"
+# What a hypervisor does with ifname=...: attach to the persistent tap (argv[1]) with its
+# own flags, say so, and hold it like a running VM until stdin closes.
+HOLD_TAP_SCRIPT = """
+import fcntl, os, struct, sys
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", sys.argv[1].encode(), 0x0002 | 0x1000 | 0x4000))
+print("attached", flush=True)
+sys.stdin.read()
+"""
 _probe_result: str | None = None
 
 

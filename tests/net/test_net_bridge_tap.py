@@ -10,19 +10,10 @@ import pytest
 from mxvm.net import NetworkError, NodeNetwork, mac_address, tap_name
 from mxvm.net.names import host_tap_mac
 
-from .netns_tools import in_netns, ip, ipv4_addresses, link_json, link_names
+from .netns_tools import HOLD_TAP_SCRIPT, in_netns, ip, ipv4_addresses, link_json, link_names
 
 pytestmark = pytest.mark.privileged
 BRIDGE = "mxvmtest0"
-
-# What a hypervisor does with ifname=...: attach to the persistent tap with its own flags.
-_OPEN_TAP = """
-import fcntl, os, struct, sys
-fd = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", sys.argv[1].encode(), 0x0002 | 0x1000 | 0x4000))
-print("attached", flush=True)
-sys.stdin.read()  # hold the tap like a running VM until the test closes stdin
-"""
 
 
 def _flags(link: dict[str, object]) -> list[str]:
@@ -107,7 +98,7 @@ async def test_create_tap_attaches_an_isolated_up_port(net: NodeNetwork, netns: 
     # A hypervisor can attach to it by name, and while it holds the tap (a VM running
     # across an agent restart) create_tap re-adopts it instead of failing.
     vmm = await asyncio.create_subprocess_exec(
-        *["ip", "netns", "exec", netns, "python3", "-c", _OPEN_TAP, tap.name],
+        *["ip", "netns", "exec", netns, "python3", "-c", HOLD_TAP_SCRIPT, tap.name],
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -118,6 +109,9 @@ async def test_create_tap_attaches_an_isolated_up_port(net: NodeNetwork, netns: 
         assert "LOWER_UP" in _flags(_port(netns, tap.name))
         assert await net.create_tap("alloc-1") == tap
         assert _port(netns, tap.name)["ifindex"] == link["ifindex"]
+        # Deleting a tap the hypervisor still holds works too (by netlink).
+        assert await net.delete_tap("alloc-1") is True
+        assert tap.name not in link_names(netns)
     finally:
         await asyncio.wait_for(vmm.communicate(b""), 10)
     assert vmm.returncode == 0
@@ -243,3 +237,19 @@ async def test_concurrent_creates_and_deletes_share_one_socket(
         assert _isolated(link)
     assert all(await asyncio.gather(*(net.delete_tap(i) for i in ids)))
     assert await net.list_taps() == []
+
+
+async def test_delete_multi_queue_tap(net: NodeNetwork, netns: str) -> None:
+    await net.ensure_bridge("10.87.3.1/24")
+    tap = await net.create_tap("alloc-mq", multi_queue=True)
+    assert _port(netns, tap.name)["linkinfo"]["info_data"]["multi_queue"] is True  # type: ignore[index]
+    assert await net.delete_tap("alloc-mq") is True
+    assert tap.name not in link_names(netns)
+
+
+async def test_network_is_usable_after_close(net: NodeNetwork, netns: str) -> None:
+    await net.ensure_bridge("10.87.3.1/24")
+    await net.create_tap("a")
+    await net.close()
+    assert await net.delete_tap("a") is True
+    assert await net.create_tap("b") == await net.create_tap("b")
