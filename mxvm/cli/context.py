@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mxvm.cli.client import ApiClient
+from mxvm.client import ApiClient
 from mxvm.config import ClientSettings
 from mxvm.errors import Conflict, NotFound
 

@@ -10,9 +10,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from mxvm.cli.client import ApiClient
 from mxvm.cli.context import client_from, resolve
 from mxvm.cli.output import age, emit_json, kv, short, table
+from mxvm.client import ApiClient
 from mxvm.errors import InvalidSpec
 
 

@@ -1,4 +1,5 @@
-"""A small typed HTTP client for the CLI: problem+json answers become MxvmError subclasses."""
+"""The typed HTTP client of the REST API, used by the CLI and the host agent: problem+json
+answers become MxvmError subclasses."""
 
 from __future__ import annotations
 
