@@ -1,6 +1,6 @@
 """Wake-ups inside one coordinator process, fed by Postgres NOTIFY (mxvm.store.listen).
 
-`mxvm_node` carries a node id whose allocations changed: agents long-polling on that node are
+`mxvm_node` carries the ids of nodes whose allocations changed: agents long-polling on that node are
 answered at once. `mxvm_eval` means new evaluations: the evaluator wakes. Both consumers also
 poll, so a lost notification only costs latency.
 """
@@ -26,9 +26,11 @@ class NodeWatch:
     def wake_evaluator(self, _payload: str = "") -> None:
         self.eval_wakeup.set()
 
-    def node_changed(self, node_id: str) -> None:
-        for ev in self._node_events.get(node_id, ()):
-            ev.set()
+    def node_changed(self, payload: str) -> None:
+        """`payload`: one node id, or several separated by commas."""
+        for node_id in payload.split(","):
+            for ev in self._node_events.get(node_id, ()):
+                ev.set()
 
     def wake_all(self) -> None:
         """After a reconnect: anything may have changed."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
+from collections.abc import Iterator, Sequence
 
 import asyncpg
 
@@ -14,15 +16,19 @@ from mxvm.store.base import StoreBase
 from mxvm.store.queries import q
 
 
-def next_subnet(pool: str, prefix: int, used: set[str]) -> str:
-    """The first /prefix of `pool` that no node holds yet."""
+def free_subnets(pool: str, prefix: int, used: set[str]) -> Iterator[str]:
+    """The /prefix subnets of `pool` that no node holds yet, in order."""
     net = ipaddress.ip_network(pool)
     if prefix < net.prefixlen:
         raise ValueError(f"node subnet prefix /{prefix} is larger than the pool {pool}")
     for sub in net.subnets(new_prefix=prefix):
         if str(sub) not in used:
-            return str(sub)
+            yield str(sub)
     raise Conflict(f"node subnet pool {pool} is exhausted (/{prefix} each)")
+
+
+def next_subnet(pool: str, prefix: int, used: set[str]) -> str:
+    return next(free_subnets(pool, prefix, used))
 
 
 class NodeStore(StoreBase):
@@ -62,6 +68,35 @@ class NodeStore(StoreBase):
             assert row is not None
             return rows.node(row), bool(row["inserted"])
         raise Conflict("could not allocate a subnet for the node, try again")
+
+    async def register_nodes(
+        self, regs: list[NodeRegistration], *, subnet_pool: str, subnet_prefix: int
+    ) -> list[str]:
+        """Register many new nodes in one statement; returns their ids."""
+        used = {str(r["subnet"]) for r in await self.db.fetch(q("node_subnets"))}
+        subnets = free_subnets(subnet_pool, subnet_prefix, used)
+        ids = [str(uuid.uuid4()) for _ in regs]
+        cols: list[Sequence[object]] = [
+            ids,
+            [r.name for r in regs],
+            [r.address for r in regs],
+            [r.resources.cpu_millicores for r in regs],
+            [r.resources.memory_mb for r in regs],
+            [r.resources.disk_mb for r in regs],
+            [r.reserved.cpu_millicores for r in regs],
+            [r.reserved.memory_mb for r in regs],
+            [r.reserved.disk_mb for r in regs],
+            [json.dumps([d.model_dump(mode="json") for d in r.devices]) for r in regs],
+            [json.dumps(r.attributes) for r in regs],
+            [json.dumps(r.drivers) for r in regs],
+            [json.dumps(r.host_volumes) for r in regs],
+            [next(subnets) for _ in regs],
+        ]
+        try:
+            await self.db.execute(q("nodes_insert_many"), *cols)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"a node with one of these names already exists: {exc}") from exc
+        return ids
 
     async def get_node(self, node_id: str) -> Node:
         row = await self.db.fetchrow(q("node_get"), node_id)

@@ -13,11 +13,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from mxvm.errors import StaleEpoch
 from mxvm.models import Allocation, Plan, PlanResult, Resources
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
 from mxvm.store.queries import q
+
+# Node ids per NOTIFY: 36-character ids and commas stay well under Postgres' 8000-byte payload.
+NOTIFY_BATCH = 150
 
 
 @dataclass
@@ -59,15 +64,25 @@ async def _node_states(conn: Conn, node_ids: list[str]) -> dict[str, _NodeState]
             free=Resources(cpu_millicores=r["cpu"], memory_mb=r["memory"], disk_mb=r["disk"]),
             devices={d["id"] for d in r["devices"] if d.get("healthy", True)},
         )
-    for r in await conn.fetch(q("plan_node_usage"), node_ids):
+    for r in await conn.fetch(q("plan_node_usage"), list(states)):
         s = states[r["node_id"]]
         used = Resources(cpu_millicores=r["cpu"], memory_mb=r["memory"], disk_mb=r["disk"])
         s.free = s.free - used
-    for r in await conn.fetch(q("plan_claimed_devices"), node_ids):
-        states[r["node_id"]].claimed_devices.add(r["device_id"])
-    for r in await conn.fetch(q("plan_claimed_ports"), node_ids):
-        states[r["node_id"]].claimed_ports.add(r["port"])
+        s.claimed_devices.update(r["devices"])
+        s.claimed_ports.update(r["ports"])
     return states
+
+
+async def notify_nodes(conn: Conn, node_ids: Iterable[str]) -> None:
+    """Wake the long-polls of these nodes' agents, in as few notifications as fit."""
+    batch: list[str] = []
+    for node_id in sorted(node_ids):
+        batch.append(node_id)
+        if len(batch) >= NOTIFY_BATCH:
+            await conn.execute(q("nodes_notify"), ",".join(batch))
+            batch = []
+    if batch:
+        await conn.execute(q("nodes_notify"), ",".join(batch))
 
 
 async def _insert(conn: Conn, allocs: list[Allocation]) -> None:
@@ -96,11 +111,27 @@ async def _insert(conn: Conn, allocs: list[Allocation]) -> None:
         await conn.execute(q("plan_insert_ports"), *map(list, zip(*ports, strict=True)))
 
 
+async def _stop(conn: Conn, plan: Plan) -> list[asyncpg.Record]:
+    if not plan.stops:
+        return []
+    stopped = await conn.fetch(
+        q("plan_stop"), [s.alloc_id for s in plan.stops], [s.description for s in plan.stops]
+    )
+    # Stops lock no node row up front: bump the index of the nodes whose agents must act.
+    await conn.execute(q("nodes_bump_index"), sorted({r["node_id"] for r in stopped}))
+    return list(stopped)
+
+
 def _group(placements: Iterable[Allocation]) -> dict[str, list[Allocation]]:
     by_node: dict[str, list[Allocation]] = defaultdict(list)
     for a in placements:
         by_node[a.node_id].append(a)
     return by_node
+
+
+async def _fence(conn: Conn, epoch: int) -> None:
+    if await conn.fetchval(q("epoch_fence"), epoch) is None:
+        raise StaleEpoch(epoch, int(await conn.fetchval(q("epoch_get"))))
 
 
 class PlanStore(StoreBase):
@@ -110,18 +141,12 @@ class PlanStore(StoreBase):
     async def claim_epoch(self, epoch: int) -> None:
         """A new leader records its epoch at once, fencing off every older leader."""
         async with self.db.transaction() as conn:
-            current = int(await conn.fetchval(q("epoch_lock")))
-            if epoch < current:
-                raise StaleEpoch(epoch, current)
-            await conn.execute(q("epoch_advance"), epoch)
+            await _fence(conn, epoch)
 
     async def apply_plan(self, plan: Plan, epoch: int) -> PlanResult:
         by_node = _group(plan.placements)
         async with self.db.transaction() as conn:
-            current = int(await conn.fetchval(q("epoch_lock")))
-            if epoch < current:
-                raise StaleEpoch(epoch, current)
-            await conn.execute(q("epoch_advance"), epoch)
+            await _fence(conn, epoch)
             states = await _node_states(conn, sorted(by_node))
             rejected: dict[str, str] = {}
             accepted: list[Allocation] = []
@@ -131,16 +156,11 @@ class PlanStore(StoreBase):
                     rejected[node_id] = why
                 else:
                     accepted.extend(placements)
-            stopped = await conn.fetch(
-                q("plan_stop"),
-                [s.alloc_id for s in plan.stops],
-                [s.description for s in plan.stops],
-            )
+            stopped = await _stop(conn, plan)
             if accepted:
                 await _insert(conn, accepted)
             touched = {a.node_id for a in accepted} | {r["node_id"] for r in stopped}
-            if touched:
-                await conn.execute(q("nodes_bump_index"), sorted(touched))
+            await notify_nodes(conn, touched)
         return PlanResult(
             committed=[a.id for a in accepted],
             stopped=[r["id"] for r in stopped],

@@ -137,3 +137,16 @@ async def test_stops_mark_desired_stop_and_wake_the_node(store: Store) -> None:
     assert await store.node_alloc_index(node.id) > before
     desired = await store.node_desired(node.id)
     assert [x.allocation.id for x in desired.allocations] == [a.id]  # still live until it ends
+
+
+async def test_bulk_registration_gives_each_node_its_own_subnet(store: Store) -> None:
+    regs = [registration(f"bulk-{i}") for i in range(50)]
+    first, _ = await store.register_node(
+        registration("single"), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    ids = await store.register_nodes(regs, subnet_pool="10.87.0.0/16", subnet_prefix=24)
+    nodes = {n.id: n for n in await store.list_nodes()}
+    assert set(ids) <= set(nodes) and len(nodes) == 51
+    subnets = [n.subnet for n in nodes.values()]
+    assert len(set(subnets)) == 51 and first.subnet == "10.87.0.0/24"
+    assert nodes[ids[0]].drivers == ["qemu", "fake"]

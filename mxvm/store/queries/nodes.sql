@@ -73,4 +73,22 @@ SELECT alloc_index FROM nodes WHERE id = $1;
 WITH bumped AS (
     UPDATE nodes SET alloc_index = alloc_index + 1 WHERE id = ANY($1::text[]) RETURNING id
 )
-SELECT pg_notify('mxvm_node', id) FROM bumped;
+SELECT pg_notify('mxvm_node', string_agg(id, ',')) FROM bumped HAVING count(*) > 0;
+
+-- name: nodes_insert_many
+-- Bulk registration of new nodes (imports, benchmarks); names must be new.
+INSERT INTO nodes (
+    id, name, address, status, eligibility,
+    cpu_millicores, memory_mb, disk_mb,
+    reserved_cpu_millicores, reserved_memory_mb, reserved_disk_mb,
+    devices, attributes, drivers, host_volumes, subnet, last_heartbeat
+)
+SELECT u.id, u.name, u.address, 'ready', 'eligible', u.cpu, u.memory, u.disk,
+       u.rcpu, u.rmemory, u.rdisk, u.devices::jsonb, u.attributes::jsonb,
+       ARRAY(SELECT jsonb_array_elements_text(u.drivers::jsonb)),
+       u.host_volumes::jsonb, u.subnet::cidr, now()
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], $8::int[],
+    $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[]
+) AS u(id, name, address, cpu, memory, disk, rcpu, rmemory, rdisk,
+       devices, attributes, drivers, host_volumes, subnet);

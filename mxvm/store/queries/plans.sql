@@ -1,37 +1,45 @@
--- name: epoch_lock
-SELECT epoch FROM cluster_epoch WHERE id = 1 FOR UPDATE;
-
 -- name: epoch_get
 SELECT epoch FROM cluster_epoch WHERE id = 1;
 
--- name: epoch_advance
-UPDATE cluster_epoch SET epoch = $1 WHERE id = 1 AND epoch < $1;
+-- name: epoch_fence
+-- Records the plan's epoch unless a newer leader already committed: no row back = stale.
+-- The row lock it takes also serialises plan application cluster-wide.
+UPDATE cluster_epoch SET epoch = $1 WHERE id = 1 AND epoch <= $1 RETURNING epoch;
 
 -- name: plan_lock_nodes
--- Locking the node rows serialises every plan touching a node, so the usage read next
--- sees all committed placements (READ COMMITTED takes a new snapshot per statement).
-SELECT id, status, eligibility, devices,
-       cpu_millicores - reserved_cpu_millicores AS cpu,
-       memory_mb - reserved_memory_mb AS memory,
-       disk_mb - reserved_disk_mb AS disk
-FROM nodes WHERE id = ANY($1::text[])
-ORDER BY id
-FOR UPDATE;
+-- Locks the plan's node rows (and bumps their index, waking their agents' long-polls), so
+-- the usage read next sees every committed placement: READ COMMITTED takes a new snapshot
+-- per statement, so this must stay a statement of its own.
+UPDATE nodes SET alloc_index = alloc_index + 1
+WHERE id = ANY($1::text[])
+RETURNING id, status, eligibility, devices,
+          cpu_millicores - reserved_cpu_millicores AS cpu,
+          memory_mb - reserved_memory_mb AS memory,
+          disk_mb - reserved_disk_mb AS disk;
 
 -- name: plan_node_usage
-SELECT node_id,
-       sum(cpu_millicores)::bigint AS cpu,
-       sum(memory_mb)::bigint AS memory,
-       sum(disk_mb)::bigint AS disk
-FROM allocations
-WHERE live AND node_id = ANY($1::text[])
-GROUP BY node_id;
+-- What live allocations take on each node now, and which devices and ports they hold.
+SELECT n.id AS node_id,
+       COALESCE(u.cpu, 0) AS cpu, COALESCE(u.memory, 0) AS memory, COALESCE(u.disk, 0) AS disk,
+       COALESCE(d.ids, '{}') AS devices, COALESCE(p.ports, '{}') AS ports
+FROM unnest($1::text[]) AS n(id)
+LEFT JOIN (
+    SELECT node_id, sum(cpu_millicores)::bigint AS cpu, sum(memory_mb)::bigint AS memory,
+           sum(disk_mb)::bigint AS disk
+    FROM allocations WHERE live AND node_id = ANY($1::text[]) GROUP BY node_id
+) u ON u.node_id = n.id
+LEFT JOIN (
+    SELECT node_id, array_agg(device_id) AS ids
+    FROM allocation_devices WHERE node_id = ANY($1::text[]) GROUP BY node_id
+) d ON d.node_id = n.id
+LEFT JOIN (
+    SELECT node_id, array_agg(port) AS ports
+    FROM allocation_ports WHERE node_id = ANY($1::text[]) GROUP BY node_id
+) p ON p.node_id = n.id;
 
--- name: plan_claimed_devices
-SELECT node_id, device_id FROM allocation_devices WHERE node_id = ANY($1::text[]);
-
--- name: plan_claimed_ports
-SELECT node_id, port FROM allocation_ports WHERE node_id = ANY($1::text[]);
+-- name: nodes_notify
+-- One notification for many nodes: the payload is their ids, comma-separated.
+SELECT pg_notify('mxvm_node', $1);
 
 -- name: plan_stop
 UPDATE allocations AS a
