@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -100,7 +99,9 @@ async def _coordinator_rss(dsn: str, redis_url: str) -> float:
         "MXVM_LISTEN": f"127.0.0.1:{port}",
         "MXVM_LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "mxvm", "coordinator"], env=env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mxvm", "coordinator", env=env
+    )
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": "Bearer bench"}
     try:
@@ -126,12 +127,17 @@ async def _coordinator_rss(dsn: str, redis_url: str) -> float:
         return psutil.Process(proc.pid).memory_info().rss / 2**20
     finally:
         proc.terminate()
-        proc.wait(30)
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+def _tmpdir() -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix="mxvm-bench-"))
+    tmp.chmod(0o755)  # the embedded Postgres runs as another user
+    return tmp
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="mxvm-bench-"))
-    tmp.chmod(0o755)
+    tmp = _tmpdir()
     pg = EmbeddedPostgres(tmp / "pg", fsync=not args.no_fsync)
     rd = EmbeddedRedis(tmp / "redis")
     try:
