@@ -68,10 +68,10 @@ async def delete_tap(rtnl: Rtnl, alloc_id_or_name: str, *, executor: Executor) -
     if link is None:
         return False
     destroyed = False
-    if link.kind == _TAP_KIND and not link.carrier:
-        destroy = partial(
-            tuntap.destroy_tap, name, namespace=rtnl.netns, multi_queue=link.multi_queue
-        )
+    # A multi-queue tap would accept our fd as one more queue even while a hypervisor
+    # holds (detached) queues of it, so only single-queue idle taps take the fast path.
+    if link.kind == _TAP_KIND and not link.carrier and not link.multi_queue:
+        destroy = partial(tuntap.destroy_tap, name, namespace=rtnl.netns)
         destroyed = await asyncio.get_running_loop().run_in_executor(executor, destroy)
     deleted = destroyed or await rtnl.delete_link(name)
     if deleted:
