@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,12 +72,16 @@ def write_sysfs(path: Path, data: str) -> None:
         f.write(data)
 
 
-_locks: dict[Path, asyncio.Lock] = {}
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _lock(state_dir: Path) -> asyncio.Lock:
-    """Binds and releases of one agent are serialised: they share the state file."""
-    return _locks.setdefault(state_dir.resolve(), asyncio.Lock())
+    """Binds and releases of one agent are serialised: they share the state file.
+    Per event loop, as an asyncio.Lock cannot be shared between loops."""
+    per_loop = _locks.setdefault(asyncio.get_running_loop(), {})
+    return per_loop.setdefault(state_dir.resolve(), asyncio.Lock())
 
 
 async def bind_group(
@@ -244,7 +249,15 @@ class _SysfsOps:
     async def _write(self, address: str, path: Path, data: str) -> None:
         log.debug("vfio.write %s %r -> %s", address, data, path)
         try:
-            await asyncio.to_thread(self.writer, path, data)
+            # An unbind blocks while the driver drains its users (nvidia waits for every
+            # process holding the GPU); give up waiting rather than hang the agent.
+            await asyncio.wait_for(asyncio.to_thread(self.writer, path, data), self.timeout_s)
+        except TimeoutError as exc:
+            raise PassthroughError(
+                f"writing {data.strip()!r} to {path} did not finish in {self.timeout_s:g}s "
+                "(is the device in use?)",
+                pci_address=address,
+            ) from exc
         except OSError as exc:
             raise PassthroughError(
                 f"writing {data.strip()!r} to {path} failed: {exc}", pci_address=address

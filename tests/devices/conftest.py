@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from devices.fake_sysfs import FakeKernel, FakePci, MakeKernel
+from tests.devices.fake_sysfs import FakeKernel, FakePci, MakeKernel
 
 
 @pytest.fixture

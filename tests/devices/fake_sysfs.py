@@ -13,6 +13,7 @@ default driver), a vfio-pci bind creates /dev/vfio/<group>.
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class FakeKernel:
     vfio_loaded: bool = True
     create_vfio_dev: bool = True
     stuck: set[str] = field(default_factory=set)  # probe does nothing for these addresses
+    slow_unbind: dict[str, float] = field(default_factory=dict)  # address -> seconds it blocks
     crash_at: int | None = None  # raise SimulatedCrash instead of performing write #n (0-based)
     writes: list[tuple[str, str]] = field(default_factory=list)
 
@@ -140,6 +142,8 @@ class FakeKernel:
         if self.crash_at is not None and len(self.writes) == self.crash_at:
             raise SimulatedCrash(f"agent died before writing {data!r} to {path}")
         target = path.resolve()
+        if target.name == "unbind" and data in self.slow_unbind:
+            time.sleep(self.slow_unbind[data])  # a driver draining its users
         self.writes.append((str(path.relative_to(self.root)), data))
         with target.open("w") as f:
             f.write(data)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.gpu_inventory import main
-from devices.fake_sysfs import MakeKernel, gpu, gpu_audio
+from tests.devices.fake_sysfs import MakeKernel, gpu, gpu_audio
 
 
 def test_bench_prints_json_table_and_gpu_count(

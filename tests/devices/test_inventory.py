@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.fake_sysfs import FakeKernel, FakePci, MakeKernel, gpu, gpu_audio
 from mxvm.devices.inventory import InventoryReport, scan_inventory
 from mxvm.devices.name_cache import CACHE_FILE
 from mxvm.devices.nvml import NvmlGpu, NvmlStatus
 from mxvm.models import Device
+from tests.devices.fake_sysfs import FakeKernel, FakePci, MakeKernel, gpu, gpu_audio
 
 GPU = "0000:65:00.0"
 AUDIO = "0000:65:00.1"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.fake_sysfs import FakePci, MakeKernel, bridge, gpu, gpu_audio
 from mxvm.devices.pci import ADDRESS_RE, iommu_enabled, scan_pci
 from mxvm.devices.readiness import passthrough_blocker
+from tests.devices.fake_sysfs import FakePci, MakeKernel, bridge, gpu, gpu_audio
 
 GPU = "0000:65:00.0"
 AUDIO = "0000:65:00.1"

@@ -8,15 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from devices.fake_sysfs import (
-    FakeKernel,
-    FakePci,
-    MakeKernel,
-    SimulatedCrash,
-    bridge,
-    gpu,
-    gpu_audio,
-)
 from mxvm.devices.vfio import (
     BindResult,
     PassthroughError,
@@ -26,6 +17,15 @@ from mxvm.devices.vfio import (
 )
 from mxvm.devices.vfio_state import STATE_FILE, load_state
 from mxvm.errors import InvalidState, MxvmError
+from tests.devices.fake_sysfs import (
+    FakeKernel,
+    FakePci,
+    MakeKernel,
+    SimulatedCrash,
+    bridge,
+    gpu,
+    gpu_audio,
+)
 
 GPU = "0000:65:00.0"
 AUDIO = "0000:65:00.1"
@@ -248,6 +248,14 @@ async def test_probe_that_does_not_reach_vfio_fails(
     result = await release(kernel, GPU, state_dir)
     assert result.restored == {GPU: "nvidia", AUDIO: "snd_hda_intel"}
     assert (kernel.driver(GPU), kernel.driver(AUDIO)) == ("nvidia", "snd_hda_intel")
+
+
+async def test_unbind_that_hangs_times_out(make_kernel: MakeKernel, state_dir: Path) -> None:
+    kernel = gpu_with_audio(make_kernel, slow_unbind={GPU: 0.5})
+    with pytest.raises(PassthroughError, match=r"did not finish in 0.1s \(is the device in use"):
+        await bind(kernel, GPU, state_dir, timeout_s=0.1)
+    await asyncio.sleep(0.5)  # let the blocked write finish before the tree goes away
+    assert kernel.writes_for(AUDIO) == []
 
 
 async def test_missing_vfio_device_node_fails(make_kernel: MakeKernel, state_dir: Path) -> None:
