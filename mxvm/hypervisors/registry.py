@@ -19,6 +19,7 @@ DriverFactory = Callable[..., Driver]
 # name -> "module:attribute" of a factory (usually the driver class)
 _BUILTIN: dict[str, str] = {
     "qemu": "mxvm.hypervisors.qemu.driver:QemuDriver",
+    "cloud-hypervisor": "mxvm.hypervisors.cloud_hypervisor.driver:CloudHypervisorDriver",
     "fake": "mxvm.hypervisors.fake:FakeDriver",
 }
 _registered: dict[str, DriverFactory] = {}

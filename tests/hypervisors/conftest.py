@@ -1,7 +1,10 @@
-"""Fixtures for driver tests: QEMU itself, a guest kernel, short run dirs."""
+"""Fixtures for driver tests: QEMU itself, the dev guest image, short run dirs."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import importlib
 import os
 import shutil
 import tempfile
@@ -10,15 +13,39 @@ from pathlib import Path
 
 import pytest
 
+from mxvm.errors import MxvmError
+
 from .initramfs import find_busybox
 
 QEMU = "qemu-system-x86_64"
-# Where to look for a guest kernel, first hit wins: $MXVM_TEST_KERNEL, then the dev guest
-# image's build output, then a Debian cloud kernel installed on the host.
-KERNEL_CANDIDATES = (
-    Path("build/guest/vmlinuz"),
-    Path("/var/cache/mxvm/guest/vmlinuz"),
-)
+
+
+class DevImage:
+    def __init__(self, kernel: Path, initrd: Path) -> None:
+        self.kernel = kernel
+        self.initrd = initrd
+
+
+@functools.cache
+def _build_dev_image() -> DevImage | str:
+    """The dev guest image (built once and cached by mxvm.image), or why there is none."""
+    try:
+        image = importlib.import_module("mxvm.image")
+    except ImportError as exc:
+        return f"the dev image builder mxvm.image is not importable: {exc}"
+    try:
+        paths = image.build_dev_image(image.default_image_dir())
+    except MxvmError as exc:
+        return f"the dev guest image cannot be built here: {exc.detail}"
+    return DevImage(Path(paths.kernel), Path(paths.initrd))
+
+
+@pytest.fixture(scope="session")
+async def dev_image(qemu_binary: str) -> DevImage:
+    built = await asyncio.to_thread(_build_dev_image)
+    if isinstance(built, str):
+        pytest.skip(built)
+    return built
 
 
 @pytest.fixture(scope="session")
@@ -28,23 +55,16 @@ def qemu_binary() -> str:
     return QEMU
 
 
-def _find_kernel() -> Path | None:
+@pytest.fixture(scope="session")
+async def guest_kernel(qemu_binary: str) -> Path:
+    """$MXVM_TEST_KERNEL, else the dev guest image's kernel."""
     env = os.environ.get("MXVM_TEST_KERNEL")
     if env:
-        return Path(env).resolve()
-    for candidate in KERNEL_CANDIDATES:
-        if candidate.is_file():
-            return candidate.resolve()
-    installed = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64"))
-    return installed[-1] if installed else None
-
-
-@pytest.fixture(scope="session")
-def guest_kernel(qemu_binary: str) -> Path:
-    kernel = _find_kernel()
-    if kernel is None:
-        pytest.skip("no guest kernel: set MXVM_TEST_KERNEL or build the dev guest image")
-    return kernel
+        return Path(env)  # must be absolute, as VmSpec requires
+    built = await asyncio.to_thread(_build_dev_image)
+    if isinstance(built, str):
+        pytest.skip(f"no guest kernel (set MXVM_TEST_KERNEL): {built}")
+    return built.kernel
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mxvm.errors import InvalidState
-from mxvm.hypervisors import ImageError, VmHandle, VmSpec, VmState
+from mxvm.hypervisors import DriverError, ImageError, VmHandle, VmSpec, VmState
 from mxvm.hypervisors.qemu import QemuDriver
 from mxvm.hypervisors.qemu import process as proc
 
@@ -179,3 +179,15 @@ async def test_corrupt_kernel_payload_is_a_crash_with_the_decompressor_message(
         assert (await driver.inspect(handle)).state is VmState.CRASHED
     finally:
         await driver.destroy(handle)
+
+
+async def test_qemu_refusing_to_start_is_a_driver_error_with_its_message(
+    driver: QemuDriver, short_dir: Path, busybox: Path, guest_kernel: Path
+) -> None:
+    initrd = build_initramfs(short_dir / "i.gz", busybox, "true")
+    spec = make_spec(short_dir, guest_kernel, initrd).model_copy(
+        update={"pci_devices": ["0000:ff:1f.7"]}  # no such host device
+    )
+    with pytest.raises(DriverError, match=r"QEMU failed to start \(exit 1\): .*0000:ff:1f\.7"):
+        await driver.start(spec)
+    assert proc.read_pidfile(spec.pidfile) is None
