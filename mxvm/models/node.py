@@ -54,6 +54,9 @@ class NodeRegistration(BaseModel):
     attributes: dict[str, str] = Field(default_factory=dict)
     drivers: list[str] = Field(default_factory=list, description="usable hypervisor drivers")
     host_volumes: dict[str, str] = Field(default_factory=dict, description="name -> host path")
+    agent_url: str = Field(default="", description="the agent's own API (logs, exec)")
+    # Presented by the coordinator when it calls the agent; never serialised back out.
+    agent_secret: str = Field(default="", exclude=True, repr=False)
 
     @field_validator("name")
     @classmethod

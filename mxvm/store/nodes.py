@@ -60,6 +60,8 @@ class NodeStore(StoreBase):
                     reg.drivers,
                     reg.host_volumes,
                     str(subnet),
+                    reg.agent_url,
+                    reg.agent_secret,
                 )
             except asyncpg.UniqueViolationError:
                 continue
@@ -138,3 +140,10 @@ class NodeStore(StoreBase):
         if idx is None:
             raise NotFound(f"node {node_id} not found")
         return int(idx)
+
+    async def agent_endpoint(self, node_id: str) -> tuple[str, str]:
+        """(agent_url, agent_secret) of a node, for the coordinator's calls to its agent."""
+        row = await self.db.fetchrow(q("node_agent_endpoint"), node_id)
+        if row is None:
+            raise NotFound(f"node {node_id} not found")
+        return row["agent_url"], row["agent_secret"]

@@ -8,6 +8,7 @@ coordinator can re-plan them against a fresh snapshot.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -32,6 +33,24 @@ class _NodeState:
     devices: set[str]  # healthy device ids on the node
     claimed_devices: set[str] = field(default_factory=set)
     claimed_ports: set[int] = field(default_factory=set)
+    subnet: str | None = None
+    claimed_ips: set[str] = field(default_factory=set)
+
+
+def free_ips(subnet: str | None, claimed: set[str], count: int) -> list[str] | None:
+    """The first `count` free addresses of the node's subnet; its first host is the bridge's
+    (the gateway). None when the subnet is full; [None]-free empty list when count is 0."""
+    if subnet is None:
+        return None
+    hosts = ipaddress.ip_network(subnet).hosts()
+    next(hosts, None)  # the gateway
+    out: list[str] = []
+    for host in hosts:
+        if len(out) == count:
+            break
+        if str(host) not in claimed:
+            out.append(str(host))
+    return out if len(out) == count else None
 
 
 def _why_rejected(state: _NodeState | None, placements: list[Allocation]) -> str | None:
@@ -63,6 +82,7 @@ async def _node_states(conn: Conn, node_ids: list[str]) -> dict[str, _NodeState]
             ready=r["status"] == "ready" and r["eligibility"] == "eligible",
             free=Resources(cpu_millicores=r["cpu"], memory_mb=r["memory"], disk_mb=r["disk"]),
             devices={d["id"] for d in r["devices"] if d.get("healthy", True)},
+            subnet=str(r["subnet"]) if r["subnet"] is not None else None,
         )
     for r in await conn.fetch(q("plan_node_usage"), list(states)):
         s = states[r["node_id"]]
@@ -70,6 +90,7 @@ async def _node_states(conn: Conn, node_ids: list[str]) -> dict[str, _NodeState]
         s.free = s.free - used
         s.claimed_devices.update(r["devices"])
         s.claimed_ports.update(r["ports"])
+        s.claimed_ips.update(r["ips"])
     return states
 
 
@@ -85,7 +106,7 @@ async def notify_nodes(conn: Conn, node_ids: Iterable[str]) -> None:
         await conn.execute(q("nodes_notify"), ",".join(batch))
 
 
-async def _insert(conn: Conn, allocs: list[Allocation]) -> None:
+async def _insert(conn: Conn, allocs: list[Allocation], ips: dict[str, str]) -> None:
     await conn.execute(
         q("plan_insert_allocations"),
         [a.id for a in allocs],
@@ -102,7 +123,12 @@ async def _insert(conn: Conn, allocs: list[Allocation]) -> None:
         [json.dumps(a.ports) for a in allocs],
         [a.previous_allocation for a in allocs],
         [a.reschedule_attempts for a in allocs],
+        [ips.get(a.id) for a in allocs],
     )
+    if ips:
+        by_id = {a.id: a.node_id for a in allocs}
+        rows = [(ip, by_id[alloc_id], alloc_id) for alloc_id, ip in ips.items()]
+        await conn.execute(q("plan_insert_ips"), *map(list, zip(*rows, strict=True)))
     dev = [(a.node_id, d, a.id) for a in allocs for d in a.device_ids]
     if dev:
         await conn.execute(q("plan_insert_devices"), *map(list, zip(*dev, strict=True)))
@@ -129,6 +155,31 @@ def _group(placements: Iterable[Allocation]) -> dict[str, list[Allocation]]:
     return by_node
 
 
+def _admit(
+    by_node: dict[str, list[Allocation]], states: dict[str, _NodeState]
+) -> tuple[list[Allocation], dict[str, str], dict[str, str]]:
+    """Which placements still fit, the IP each gets, and why the others' nodes were refused."""
+    accepted: list[Allocation] = []
+    ips: dict[str, str] = {}
+    rejected: dict[str, str] = {}
+    for node_id, placements in by_node.items():
+        state = states.get(node_id)
+        why = _why_rejected(state, placements)
+        got = (
+            None
+            if why or state is None
+            else free_ips(state.subnet, state.claimed_ips, len(placements))
+        )
+        if why is None and got is None:
+            why = "no free IP address in the node's subnet"
+        if why or got is None:
+            rejected[node_id] = why or "rejected"
+            continue
+        accepted.extend(placements)
+        ips.update((a.id, ip) for a, ip in zip(placements, got, strict=True))
+    return accepted, ips, rejected
+
+
 async def _fence(conn: Conn, epoch: int) -> None:
     if await conn.fetchval(q("epoch_fence"), epoch) is None:
         raise StaleEpoch(epoch, int(await conn.fetchval(q("epoch_get"))))
@@ -148,17 +199,10 @@ class PlanStore(StoreBase):
         async with self.db.transaction() as conn:
             await _fence(conn, epoch)
             states = await _node_states(conn, sorted(by_node))
-            rejected: dict[str, str] = {}
-            accepted: list[Allocation] = []
-            for node_id, placements in by_node.items():
-                why = _why_rejected(states.get(node_id), placements)
-                if why:
-                    rejected[node_id] = why
-                else:
-                    accepted.extend(placements)
+            accepted, ips, rejected = _admit(by_node, states)
             stopped = await _stop(conn, plan)
             if accepted:
-                await _insert(conn, accepted)
+                await _insert(conn, accepted, ips)
             touched = {a.node_id for a in accepted} | {r["node_id"] for r in stopped}
             await notify_nodes(conn, touched)
         return PlanResult(

@@ -37,6 +37,7 @@ def node(r: asyncpg.Record) -> Node:
         attributes=r["attributes"],
         drivers=list(r["drivers"]),
         host_volumes=r["host_volumes"],
+        agent_url=r["agent_url"],
         subnet=str(r["subnet"]) if r["subnet"] is not None else None,
         last_heartbeat=r["last_heartbeat"],
         created_at=r["created_at"],

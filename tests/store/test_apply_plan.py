@@ -150,3 +150,28 @@ async def test_bulk_registration_gives_each_node_its_own_subnet(store: Store) ->
     subnets = [n.subnet for n in nodes.values()]
     assert len(set(subnets)) == 51 and first.subnet == "10.87.0.0/24"
     assert nodes[ids[0]].drivers == ["qemu", "fake"]
+
+
+async def test_each_allocation_gets_its_own_ip_and_gives_it_back(store: Store) -> None:
+    node, _ = await store.register_node(
+        registration("n1", memory=65536), subnet_pool="10.87.0.0/16", subnet_prefix=29
+    )
+    assert node.subnet == "10.87.0.0/29"  # hosts .1-.6; .1 is the node's bridge
+    job, ev = await store.create_job(_job_spec())
+    first = [_alloc(job.id, node.id, i) for i in range(3)]
+    assert (
+        await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=first), 1)
+    ).committed
+    ips = [(await store.get_allocation(a.id)).ip for a in first]
+    assert ips == ["10.87.0.2", "10.87.0.3", "10.87.0.4"]
+    too_many = [_alloc(job.id, node.id, i) for i in range(3, 6)]
+    r = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=too_many), 1)
+    assert r.rejected_nodes == {node.id: "no free IP address in the node's subnet"}
+    await store.update_allocation_status(
+        first[1].id, node.id, AllocStatusUpdate(client_status=ClientStatus.COMPLETE)
+    )
+    again = _alloc(job.id, node.id, 9)
+    assert (
+        await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[again]), 1)
+    ).committed
+    assert (await store.get_allocation(again.id)).ip == "10.87.0.3"  # the freed address

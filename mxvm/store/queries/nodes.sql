@@ -16,9 +16,10 @@ INSERT INTO nodes (
     id, name, address, status, eligibility,
     cpu_millicores, memory_mb, disk_mb,
     reserved_cpu_millicores, reserved_memory_mb, reserved_disk_mb,
-    devices, attributes, drivers, host_volumes, subnet, last_heartbeat
+    devices, attributes, drivers, host_volumes, subnet, last_heartbeat, agent_url, agent_secret
 ) VALUES (
-    $1, $2, $3, 'ready', 'eligible', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::cidr, now()
+    $1, $2, $3, 'ready', 'eligible', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::cidr, now(),
+    $15, $16
 )
 ON CONFLICT (name) DO UPDATE SET
     address = EXCLUDED.address,
@@ -34,6 +35,8 @@ ON CONFLICT (name) DO UPDATE SET
     drivers = EXCLUDED.drivers,
     host_volumes = EXCLUDED.host_volumes,
     subnet = COALESCE(nodes.subnet, EXCLUDED.subnet),
+    agent_url = EXCLUDED.agent_url,
+    agent_secret = EXCLUDED.agent_secret,
     last_heartbeat = now(),
     alloc_index = nodes.alloc_index + 1,
     modified_at = now()
@@ -92,3 +95,6 @@ FROM unnest(
     $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[]
 ) AS u(id, name, address, cpu, memory, disk, rcpu, rmemory, rdisk,
        devices, attributes, drivers, host_volumes, subnet);
+
+-- name: node_agent_endpoint
+SELECT agent_url, agent_secret FROM nodes WHERE id = $1;

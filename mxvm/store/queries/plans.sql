@@ -12,7 +12,7 @@ UPDATE cluster_epoch SET epoch = $1 WHERE id = 1 AND epoch <= $1 RETURNING epoch
 -- per statement, so this must stay a statement of its own.
 UPDATE nodes SET alloc_index = alloc_index + 1
 WHERE id = ANY($1::text[])
-RETURNING id, status, eligibility, devices,
+RETURNING id, status, eligibility, devices, subnet,
           cpu_millicores - reserved_cpu_millicores AS cpu,
           memory_mb - reserved_memory_mb AS memory,
           disk_mb - reserved_disk_mb AS disk;
@@ -21,7 +21,8 @@ RETURNING id, status, eligibility, devices,
 -- What live allocations take on each node now, and which devices and ports they hold.
 SELECT n.id AS node_id,
        COALESCE(u.cpu, 0) AS cpu, COALESCE(u.memory, 0) AS memory, COALESCE(u.disk, 0) AS disk,
-       COALESCE(d.ids, '{}') AS devices, COALESCE(p.ports, '{}') AS ports
+       COALESCE(d.ids, '{}') AS devices, COALESCE(p.ports, '{}') AS ports,
+       COALESCE(i.ips, '{}') AS ips
 FROM unnest($1::text[]) AS n(id)
 LEFT JOIN (
     SELECT node_id, sum(cpu_millicores)::bigint AS cpu, sum(memory_mb)::bigint AS memory,
@@ -35,7 +36,11 @@ LEFT JOIN (
 LEFT JOIN (
     SELECT node_id, array_agg(port) AS ports
     FROM allocation_ports WHERE node_id = ANY($1::text[]) GROUP BY node_id
-) p ON p.node_id = n.id;
+) p ON p.node_id = n.id
+LEFT JOIN (
+    SELECT node_id, array_agg(host(ip)) AS ips
+    FROM allocation_ips WHERE node_id = ANY($1::text[]) GROUP BY node_id
+) i ON i.node_id = n.id;
 
 -- name: nodes_notify
 -- One notification for many nodes: the payload is their ids, comma-separated.
@@ -52,18 +57,24 @@ RETURNING a.id, a.node_id;
 INSERT INTO allocations (
     id, eval_id, job_id, job_version, node_id, name, idx,
     cpu_millicores, memory_mb, disk_mb, device_ids, ports,
-    previous_allocation, reschedule_attempts, desired_status, client_status, events
+    previous_allocation, reschedule_attempts, ip, desired_status, client_status, events
 )
 SELECT u.id, u.eval_id, u.job_id, u.job_version, u.node_id, u.name, u.idx,
        u.cpu, u.memory, u.disk, u.device_ids::jsonb, u.ports::jsonb,
-       u.previous_allocation, u.reschedule_attempts, 'run', 'pending',
+       u.previous_allocation, u.reschedule_attempts, u.ip::inet, 'run', 'pending',
        jsonb_build_array(jsonb_build_object(
            'time', now(), 'type', 'placed', 'message', 'placed on node ' || u.node_id))
 FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::int[],
-    $8::int[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[]
+    $8::int[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[],
+    $15::text[]
 ) AS u(id, eval_id, job_id, job_version, node_id, name, idx,
-       cpu, memory, disk, device_ids, ports, previous_allocation, reschedule_attempts);
+       cpu, memory, disk, device_ids, ports, previous_allocation, reschedule_attempts, ip);
+
+-- name: plan_insert_ips
+INSERT INTO allocation_ips (ip, node_id, allocation_id)
+SELECT u.ip::inet, u.node_id, u.allocation_id
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(ip, node_id, allocation_id);
 
 -- name: plan_insert_devices
 INSERT INTO allocation_devices (node_id, device_id, allocation_id)
