@@ -154,7 +154,7 @@ async def test_bulk_registration_gives_each_node_its_own_subnet(store: Store) ->
 
 async def test_each_allocation_gets_its_own_ip_and_gives_it_back(store: Store) -> None:
     node, _ = await store.register_node(
-        registration("n1", memory=65536), subnet_pool="10.87.0.0/16", subnet_prefix=29
+        registration("n1", cpu=64000, memory=65536), subnet_pool="10.87.0.0/16", subnet_prefix=29
     )
     assert node.subnet == "10.87.0.0/29"  # hosts .1-.6; .1 is the node's bridge
     job, ev = await store.create_job(_job_spec())
