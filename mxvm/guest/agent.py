@@ -100,6 +100,7 @@ class GuestAgent:
         self._main: _Command | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._stopping = False
         self._grace_s = 5.0
         self._boot_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,6 +216,8 @@ class GuestAgent:
 
     def _dispatch(self, frame: Any) -> None:
         match frame:
+            case Run() | Exec() if self._stopping:
+                self._spawn(self._send(Error(message="the guest is shutting down", id=frame.id)))
             case Run() if self._main is not None:
                 msg = f"main command {self._main.id!r} already started"
                 self._spawn(self._send(Error(message=msg, id=frame.id)))
@@ -269,6 +272,8 @@ class GuestAgent:
             self._forget(cmd)
             return
         log.info("guest.cmd_started id=%s pid=%d main=%s", cmd.id, cmd.proc.pid, cmd.is_main)
+        if self._stopping:  # started while a shutdown was already stopping the others
+            _kill_group(cmd.proc, signal.SIGTERM)
         assert cmd.proc.stdout is not None and cmd.proc.stderr is not None
         pumps = asyncio.gather(
             self._pump(cmd.id, "stdout", cmd.proc.stdout),
@@ -318,10 +323,11 @@ class GuestAgent:
         _kill_group(cmd.proc, req.signal)
 
     async def _stop_commands(self, grace_s: float) -> None:
-        running = [c for c in self._commands.values() if c.proc is not None and c.code is None]
-        for cmd in running:
-            assert cmd.proc is not None
-            _kill_group(cmd.proc, signal.SIGTERM)
+        self._stopping = True
+        running = [c for c in self._commands.values() if c.code is None]
+        for cmd in running:  # a command still starting is signalled by _execute
+            if cmd.proc is not None:
+                _kill_group(cmd.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while any(c.code is None for c in running) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)

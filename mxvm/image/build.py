@@ -3,6 +3,7 @@ initramfs with the guest agent), cached on its inputs."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -99,9 +100,16 @@ def _cached(dest: Path, inputs: dict[str, Any]) -> ImagePaths | None:
 def build_dev_image(
     dest_dir: Path, *, progress: Callable[[str], None] = _silent, force: bool = False
 ) -> ImagePaths:
-    """Build (or reuse) the image in dest_dir; returns the kernel, initrd and manifest."""
+    """Build (or reuse) the image in dest_dir; returns the kernel, initrd and manifest.
+    Concurrent callers (parallel test sessions) serialise on a lock file in dest_dir."""
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
+    with (dest / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(dest, progress, force)
+
+
+def _build_locked(dest: Path, progress: Callable[[str], None], force: bool) -> ImagePaths:
     progress("checking apt package lists")
     debs.ensure_lists()
     kernel_pkg = debs.kernel_package()
@@ -120,7 +128,8 @@ def build_dev_image(
         info = _assemble(work, kernel_pkg, progress)
         progress("packing the initramfs")
         _pack(work / "root", work / "initrd.cpio", dest / INITRD_NAME)
-        shutil.copyfile(info.pop("vmlinuz"), dest / KERNEL_NAME)
+        shutil.copyfile(info.pop("vmlinuz"), work / KERNEL_NAME)
+        (work / KERNEL_NAME).replace(dest / KERNEL_NAME)
     manifest = _manifest(dest, inputs, info)
     tmp_manifest = dest / (MANIFEST_NAME + ".tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")

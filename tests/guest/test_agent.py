@@ -137,11 +137,14 @@ async def test_malformed_frame_gets_an_error_and_the_agent_carries_on(
     await c.close()
 
 
-async def test_shutdown_stops_commands_and_ends_serve(served: AgentUnderTest) -> None:
+@pytest.mark.parametrize("settle_s", [0.0, 0.3], ids=["while-starting", "running"])
+async def test_shutdown_stops_commands_and_ends_serve(
+    served: AgentUnderTest, settle_s: float
+) -> None:
     c = await GuestClient.connect(served.sock, timeout=5)
     await c.wait_ready(timeout=10)
     handle = await c.run(["sleep", "30"])
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(settle_s)
     await c.shutdown(grace_s=1.0)
     end = await handle.wait(timeout=10)
     assert end.signal == signal.SIGTERM
