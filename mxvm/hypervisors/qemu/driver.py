@@ -88,6 +88,7 @@ class QemuDriver:
         self._accel: Accel | None = None if accel == "auto" else accel
         self._probe_lock = asyncio.Lock()
         self._qmp_locks: dict[str, asyncio.Lock] = {}
+        self._start_locks: dict[str, asyncio.Lock] = {}
 
     @property
     def name(self) -> str:
@@ -116,6 +117,10 @@ class QemuDriver:
     async def start(self, spec: VmSpec) -> VmHandle:
         check_images(spec)
         accel = await self.select_accel(spec.kernel)
+        async with self._start_locks.setdefault(spec.alloc_id, asyncio.Lock()):
+            return await self._start(spec, accel)
+
+    async def _start(self, spec: VmSpec, accel: Accel) -> VmHandle:
         self._prepare_run_dir(spec)
         argv = build_argv(
             spec,
@@ -132,7 +137,7 @@ class QemuDriver:
         handle = VmHandle(alloc_id=spec.alloc_id, driver=NAME, pid=pid, run_dir=spec.run_dir)
         try:
             await self._query(handle, timeout_s=self._start_timeout_s)
-        except DriverError:
+        except BaseException:  # also cancellation: never leave an unowned QEMU behind
             process.kill(pid)
             raise
         log.info("vm.started alloc=%s pid=%d accel=%s", spec.alloc_id, pid, accel)
@@ -161,11 +166,14 @@ class QemuDriver:
         try:
             async with asyncio.timeout(self._start_timeout_s):
                 _, stderr = await proc.communicate()
-        except TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
+        except BaseException as exc:  # timeout or cancellation: kill what was started
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
             self._kill_pidfile(spec)
-            raise DriverError(f"QEMU did not finish starting in {self._start_timeout_s}s") from exc
+            if isinstance(exc, TimeoutError):
+                timeout = self._start_timeout_s
+                raise DriverError(f"QEMU did not finish starting in {timeout}s") from exc
+            raise
         message = stderr.decode(errors="replace").strip()
         if proc.returncode != 0:
             raise DriverError(f"QEMU failed to start (exit {proc.returncode}): {message}")
@@ -295,4 +303,5 @@ class QemuDriver:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(handle.run_dir)
         self._qmp_locks.pop(handle.alloc_id, None)
+        self._start_locks.pop(handle.alloc_id, None)
         log.info("vm.destroyed alloc=%s pid=%d", handle.alloc_id, handle.pid)
