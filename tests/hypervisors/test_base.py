@@ -99,8 +99,8 @@ def test_registry_builds_known_drivers() -> None:
 
 
 def test_registry_is_open_and_rejects_unknown_names() -> None:
-    with pytest.raises(NotFound, match="cloud-hypervisor"):
-        get_driver("cloud-hypervisor")
+    with pytest.raises(NotFound, match="no-such-vmm"):
+        get_driver("no-such-vmm")
     register("test-only", FakeDriver)
     try:
         assert get_driver("test-only").name == "fake"
