@@ -191,3 +191,23 @@ async def test_qemu_refusing_to_start_is_a_driver_error_with_its_message(
     with pytest.raises(DriverError, match=r"QEMU failed to start \(exit 1\): .*0000:ff:1f\.7"):
         await driver.start(spec)
     assert proc.read_pidfile(spec.pidfile) is None
+
+
+async def test_qemu_that_does_not_answer_is_unknown_and_not_adopted(
+    short_dir: Path, busybox: Path, guest_kernel: Path
+) -> None:
+    spec = guest(short_dir, busybox, guest_kernel, SLEEP_FOREVER)
+    driver = QemuDriver(qmp_timeout_s=0.5)
+    handle = await driver.start(spec)
+    try:
+        os.kill(handle.pid, signal.SIGSTOP)  # alive, but QMP goes silent
+        status = await driver.inspect(handle)
+        assert status.state is VmState.UNKNOWN
+        assert "QMP" in status.reason
+        with pytest.raises(DriverError, match="QMP"):
+            await QemuDriver(qmp_timeout_s=0.5).recover("t1", spec.run_dir)
+        os.kill(handle.pid, signal.SIGCONT)
+        assert (await driver.inspect(handle)).state is VmState.RUNNING
+    finally:
+        os.kill(handle.pid, signal.SIGCONT)
+        await driver.destroy(handle)
