@@ -49,7 +49,8 @@ def write_archive(out: BinaryIO, entries: Iterable[Entry]) -> None:
 
 
 def tree_entries(root: Path) -> list[Entry]:
-    """Every file, directory and symlink under `root`, parents before children, sorted."""
+    """Every file, directory and symlink under `root`, parents before children, in a
+    stable (sorted, walk) order."""
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()

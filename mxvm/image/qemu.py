@@ -32,9 +32,12 @@ def minimal_argv(
     memory_mb: int = 256,
     vcpus: int = 1,
     qmp_sock: Path | None = None,
+    user_net_mac: str | None = None,
     qemu: str = "qemu-system-x86_64",
 ) -> list[str]:
-    """microvm + TCG + ACPI (power button), no network, console to a file."""
+    """microvm + TCG + ACPI (power button), console to a file; no network unless
+    `user_net_mac`: then one virtio-net NIC on QEMU's restricted user-mode network
+    (guest-only 10.0.2.0/24, no route out), enough to test guest network set-up."""
     argv = [
         qemu, "-M", "microvm,acpi=on", "-accel", "tcg", "-cpu", "max",
         "-m", str(memory_mb), "-smp", str(vcpus),
@@ -45,4 +48,9 @@ def minimal_argv(
     ]  # fmt: skip
     if qmp_sock is not None:
         argv += ["-qmp", f"unix:{qmp_sock},server=on,wait=off"]
+    if user_net_mac is not None:
+        argv += [
+            "-netdev", "user,id=n0,restrict=on",
+            "-device", f"virtio-net-device,netdev=n0,mac={user_net_mac}",
+        ]  # fmt: skip
     return argv

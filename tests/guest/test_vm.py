@@ -19,6 +19,8 @@ from mxvm.image.qemu import minimal_argv
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
 BOOT_TIMEOUT_S = 180.0  # TCG on a busy 2-core machine
+MAC = "52:54:00:87:03:05"
+GUEST_IP = "10.0.2.15/24"
 
 
 @dataclass
@@ -37,9 +39,15 @@ def dev_image() -> ImagePaths:
     return build_dev_image(default_image_dir())
 
 
-async def _boot(image: ImagePaths, workdir: Path) -> BootedVM:
+async def _boot(image: ImagePaths, workdir: Path, *, with_nic: bool = False) -> BootedVM:
     sock, qmp, console = workdir / "guest.sock", workdir / "qmp.sock", workdir / "console.log"
-    argv = minimal_argv(image, sock, cmdline=guest_cmdline(), console_log=console, qmp_sock=qmp)
+    if with_nic:  # QEMU's restricted user-mode network: guest-only, nothing on the host
+        cmdline = guest_cmdline(ip=GUEST_IP, gateway="10.0.2.2", mac=MAC, hostname="mxvm-t")
+        argv = minimal_argv(
+            image, sock, cmdline=cmdline, console_log=console, qmp_sock=qmp, user_net_mac=MAC
+        )
+    else:
+        argv = minimal_argv(image, sock, cmdline=guest_cmdline(), console_log=console, qmp_sock=qmp)
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
     client = await GuestClient.connect(sock, timeout=30)
     await client.wait_ready(timeout=BOOT_TIMEOUT_S)
@@ -64,7 +72,7 @@ async def vm_dir() -> AsyncIterator[Path]:
 async def shared_vm(dev_image: ImagePaths) -> AsyncIterator[BootedVM]:
     """One VM for the tests that leave it running (a boot costs seconds under TCG)."""
     path = Path(tempfile.mkdtemp(prefix="mxvm-vm-"))
-    vm = await _boot(dev_image, path)
+    vm = await _boot(dev_image, path, with_nic=True)
     try:
         yield vm
     finally:
@@ -90,6 +98,22 @@ async def test_command_not_found(shared_vm: BootedVM) -> None:
     result = await shared_vm.client.exec(["definitely-not-a-command"], timeout=60)
     assert result.exit_code == 127
     assert result.error == "definitely-not-a-command: No such file or directory"
+
+
+async def test_network_configured_from_the_kernel_cmdline(shared_vm: BootedVM) -> None:
+    addr = await shared_vm.client.exec(["ip", "-4", "addr", "show"], timeout=60)
+    route = await shared_vm.client.exec(["ip", "route"], timeout=60)
+    hostname = await shared_vm.client.exec(["hostname"], timeout=60)
+    assert f"inet {GUEST_IP}" in addr.stdout.decode()
+    assert "default via 10.0.2.2" in route.stdout.decode()
+    assert hostname.stdout == b"mxvm-t\n"
+
+
+def test_second_build_is_served_from_the_cache(dev_image: ImagePaths) -> None:
+    messages: list[str] = []
+    again = build_dev_image(dev_image.manifest.parent, progress=messages.append)
+    assert again == dev_image
+    assert messages[-1].endswith("is up to date")
 
 
 async def test_python_runs_in_the_guest(shared_vm: BootedVM) -> None:
