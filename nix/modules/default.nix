@@ -1,0 +1,7 @@
+# Both services: services.mxvm.coordinator and services.mxvm.agent (each off until enabled).
+{
+  imports = [
+    ./coordinator.nix
+    ./agent.nix
+  ];
+}
