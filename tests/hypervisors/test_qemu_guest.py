@@ -4,6 +4,7 @@ stop() is a real ACPI power-off."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,42 @@ async def test_run_a_command_then_power_off(dev_image: DevImage, short_dir: Path
         assert not proc.is_alive(handle.pid)
     finally:
         await driver.destroy(handle)
+
+
+def can_create_taps() -> bool:
+    return os.geteuid() == 0 and Path("/dev/net/tun").exists()
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+@pytest.mark.privileged
+async def test_tap_nic_reaches_the_guest_with_its_mac(dev_image: DevImage, short_dir: Path) -> None:
+    if not can_create_taps():
+        pytest.skip("needs root and /dev/net/tun to create a tap")
+    tap = f"mxq{os.getpid() % 100000}"  # QEMU creates it and it vanishes when QEMU exits
+    mac = "52:54:00:4d:58:01"
+    spec = VmSpec(
+        alloc_id="g2",
+        name="guest",
+        vcpus=1,
+        memory_mb=256,
+        kernel=dev_image.kernel,
+        initrd=dev_image.initrd,
+        kernel_args=["quiet"],
+        tap=tap,
+        mac=mac,
+        run_dir=short_dir / "run",
+    )
+    driver = QemuDriver(kvm_probe_timeout_s=8)
+    handle = await driver.start(spec)
+    try:
+        assert link_exists(tap)
+        async with await GuestClient.connect(spec.guest_socket, timeout=10) as guest:
+            await guest.wait_ready(timeout=READY_TIMEOUT_S)
+            result = await guest.exec(["cat", "/sys/class/net/eth0/address"], timeout=30)
+            assert result.stdout.decode().strip() == mac
+    finally:
+        await driver.destroy(handle)
+    assert not link_exists(tap)
