@@ -9,7 +9,8 @@ virtio-console, accepting it only for the serial port):
 - serial (16550 UART, guest /dev/ttyS0) = the guest channel: mode Socket on
   <run_dir>/guest.sock. CH binds and listens there and serves one host connection at a
   time, exactly like QEMU's `-chardev socket,server=on`, so the host-side guest client
-  is the same for both drivers. The guest agent opens /dev/ttyS0 in raw mode.
+  is the same for both drivers. `mxvm.channel=ttyS0` on the kernel command line tells
+  the guest agent to serve on /dev/ttyS0 (in raw mode) instead of a virtio-serial port.
 - virtio-console (guest /dev/hvc0) = the kernel console: mode File on
   <run_dir>/console.log, with `console=hvc0` on the kernel command line.
 - `panic=0`: CH has no -no-reboot, so a guest panic with panic=-1 would reboot the VM
@@ -33,10 +34,10 @@ from mxvm.hypervisors.cloud_hypervisor.models import (
     VmConfig,
 )
 
-CMDLINE_BASE = ("console=hvc0", "panic=0")
+CMDLINE_BASE = ("console=hvc0", "panic=0", "mxvm.channel=ttyS0")
 # The driver owns where the kernel console goes and what a panic does: a console= word
 # naming ttyS0 would write kernel messages into the guest channel.
-_DRIVER_OWNED = ("console=", "earlyprintk=", "panic=")
+_DRIVER_OWNED = ("console=", "earlyprintk=", "panic=", "mxvm.channel=")
 PCI_SYSFS = Path("/sys/bus/pci/devices")
 API_SOCKET = "ch.sock"
 VMM_LOG = "vmm.log"

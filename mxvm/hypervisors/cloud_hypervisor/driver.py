@@ -43,6 +43,7 @@ NAME = "cloud-hypervisor"
 VMM_STDERR = "vmm.stderr"
 _RUN_FILES = (API_SOCKET, f"{API_SOCKET}.lock", "guest.sock", "vm.json", "console.log")
 _PANIC_CHECK_S = 2.0
+_REAP_S = 2.0
 _VM_STATES: dict[VmStateName, VmState] = {
     "Running": VmState.RUNNING,
     "Paused": VmState.RUNNING,  # alive and resumable; the agent did not pause it
@@ -198,7 +199,9 @@ class CloudHypervisorDriver:
         if proc is None or proc.pid != handle.pid:
             return None
         try:
-            async with asyncio.timeout(self._kill_timeout_s):
+            # Short: an ended VMM is reaped at once, and one that still runs (its run
+            # state removed under it) must not stall inspect().
+            async with asyncio.timeout(_REAP_S):
                 return await proc.wait()
         except TimeoutError:
             return None

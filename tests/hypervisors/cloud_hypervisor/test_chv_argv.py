@@ -43,7 +43,7 @@ def test_argv_takes_an_explicit_socket() -> None:
 
 def test_minimal_config_kernel_only() -> None:
     assert build_vm_config(make()).to_json() == {
-        "payload": {"kernel": "/img/vmlinuz", "cmdline": "console=hvc0 panic=0"},
+        "payload": {"kernel": "/img/vmlinuz", "cmdline": "console=hvc0 panic=0 mxvm.channel=ttyS0"},
         "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
         "memory": {"size": 128 * MIB},
         "serial": {"mode": "Socket", "socket": "/run/mxvm/a1/guest.sock"},
@@ -65,7 +65,7 @@ def test_config_with_initrd_disk_and_tap() -> None:
         "payload": {
             "kernel": "/img/vmlinuz",
             "initramfs": "/img/initrd.img",
-            "cmdline": "console=hvc0 panic=0 quiet mxvm.ip=10.0.0.2/24",
+            "cmdline": "console=hvc0 panic=0 mxvm.channel=ttyS0 quiet mxvm.ip=10.0.0.2/24",
         },
         "cpus": {"boot_vcpus": 4, "max_vcpus": 4},
         "memory": {"size": 2048 * MIB},
@@ -90,8 +90,10 @@ def test_vfio_devices_by_sysfs_path() -> None:
 
 def test_driver_owns_console_and_panic_words() -> None:
     # ttyS0 is the guest channel under CH: a console there would corrupt it.
-    spec = make(kernel_args=["console=ttyS0", "earlyprintk=ttyS0", "panic=-1", "quiet", "ro"])
-    assert kernel_cmdline(spec) == "console=hvc0 panic=0 quiet ro"
+    spec = make(
+        kernel_args=["console=ttyS0", "earlyprintk=ttyS0", "panic=-1", "mxvm.channel=x", "ro"]
+    )
+    assert kernel_cmdline(spec) == "console=hvc0 panic=0 mxvm.channel=ttyS0 ro"
 
 
 def test_vm_info_echo_parses_back_to_the_same_config() -> None:
