@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_NIX = Path(__file__).with_name("eval.nix")
+PACKAGE_EVAL_NIX = Path(__file__).with_name("package-eval.nix")
 LIB_ENV = "MXVM_NIXPKGS_LIB"
 # Debian's nix-bin expects a nixbld group that evaluation never uses.
 NIX_OPTIONS = ["--option", "build-users-group", ""]
@@ -86,28 +87,23 @@ class Evaluated:
         return path, values
 
 
+def eval_json(nix_file: Path, **args: str) -> Any:
+    """`nix-instantiate --eval --strict --json FILE --argstr libPath <lib> --argstr k v ...`."""
+    argv = [nix_instantiate(), *NIX_OPTIONS, "--eval", "--strict", "--json", str(nix_file)]
+    for key, value in {"libPath": str(nixpkgs_lib()), **args}.items():
+        argv += ["--argstr", key, value]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def evaluate(scenarios: dict[str, dict[str, Any]]) -> dict[str, Evaluated]:
     """Evaluate each scenario (a NixOS configuration as JSON) in one nix-instantiate run."""
-    proc = subprocess.run(
-        [
-            nix_instantiate(),
-            *NIX_OPTIONS,
-            "--eval",
-            "--strict",
-            "--json",
-            str(EVAL_NIX),
-            "--argstr",
-            "libPath",
-            str(nixpkgs_lib()),
-            "--argstr",
-            "scenariosJson",
-            json.dumps(scenarios),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout)
+    result: dict[str, Any] = eval_json(EVAL_NIX, scenariosJson=json.dumps(scenarios))
     return {name: Evaluated(value) for name, value in result.items()}
+
+
+def evaluate_package(python_packages: list[str]) -> dict[str, Any]:
+    """nix/package.nix's buildPythonApplication arguments, given only these Python packages."""
+    result: dict[str, Any] = eval_json(PACKAGE_EVAL_NIX, namesJson=json.dumps(python_packages))
+    return result

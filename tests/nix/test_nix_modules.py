@@ -7,6 +7,8 @@ Runs when $MXVM_NIXPKGS_LIB points at a checkout of nixpkgs' lib; skips saying s
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 
 from mxvm.config import AgentSettings, CoordinatorSettings
 from mxvm.coordinator.process import split_listen
-from tests.nix.conftest import Evaluated, evaluate
+from tests.nix.conftest import REPO, Evaluated, evaluate, evaluate_package
 
 COORD = "mxvm-coordinator"
 AGENT = "mxvm-agent"
@@ -375,3 +377,29 @@ def test_bad_combination_fails_an_assertion_naming_the_option(
     option = BAD[name][1]
     [message] = ev[name].failed_assertions
     assert option in message
+
+
+# -- package -------------------------------------------------------------------------------
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_package_declares_exactly_pyprojects_dependencies() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    required = [_requirement_name(r) for r in project["dependencies"]]
+    libvirt = [_requirement_name(r) for r in project["optional-dependencies"]["libvirt"]]
+    # nixpkgs names the libvirt bindings `libvirt`, PyPI `libvirt-python`.
+    nix_names = {"libvirt-python": "libvirt"}
+    names = [*required, "setuptools", *(nix_names.get(n, n) for n in libvirt)]
+    pkg = evaluate_package(names)
+    assert pkg["pname"] == project["name"]
+    assert pkg["version"] == project["version"]
+    assert sorted(pkg["dependencies"]) == sorted(required)
+    assert pkg["buildSystem"] == ["setuptools"]
+    assert pkg["optionalDependencies"] == {"libvirt": ["libvirt"]}
+    assert pkg["mainProgram"] in project["scripts"]
+    # The build fails when the SQL package data is missing from the wheel.
+    assert "mxvm/store" in pkg["postInstall"]
+    assert "migrations/*.sql" in pkg["postInstall"] and "queries/*.sql" in pkg["postInstall"]
