@@ -170,8 +170,9 @@ class CloudHypervisorDriver:
         await self._exit_code(handle)  # reap it now
         log.warning("vm.start_failed alloc=%s pid=%d", handle.alloc_id, handle.pid)
 
-    def _api(self, handle: VmHandle) -> ChvClient:
-        return ChvClient(handle.run_dir / API_SOCKET, timeout_s=self._api_timeout_s)
+    def _api(self, handle: VmHandle, timeout_s: float | None = None) -> ChvClient:
+        timeout_s = self._api_timeout_s if timeout_s is None else timeout_s
+        return ChvClient(handle.run_dir / API_SOCKET, timeout_s=timeout_s)
 
     # -- recover, inspect, wait ----------------------------------------------------------
 
@@ -281,7 +282,8 @@ class CloudHypervisorDriver:
             if await process.wait_exit_for(handle.pid, step, poll_s=self._poll_s):
                 return True
             with contextlib.suppress(DriverError):
-                async with self._api(handle) as api:
+                # Bounded by the grace left: a hung VMM must not stretch the grace period.
+                async with self._api(handle, min(self._api_timeout_s, max(left, 0.05))) as api:
                     if (await api.info()).state == "Shutdown":
                         return True
         return not process.is_alive(handle.pid)

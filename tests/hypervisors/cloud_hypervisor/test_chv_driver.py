@@ -118,6 +118,29 @@ async def test_guest_ignoring_the_button_is_shut_down_after_grace(
         await driver.destroy(handle)
 
 
+async def test_hung_vmm_is_unknown_not_recoverable_and_killed_on_stop(
+    fake_chv: Path, spec: VmSpec
+) -> None:
+    driver = CloudHypervisorDriver(api_timeout_s=0.3, poll_interval_s=0.05)
+    handle = await driver.start(spec)
+    os.kill(handle.pid, signal.SIGSTOP)  # alive, socket open, never answers
+    try:
+        status = await driver.inspect(handle)
+        assert status.state is VmState.UNKNOWN
+        assert "vm.info" in status.reason
+        with pytest.raises(DriverError, match="did not answer"):
+            await CloudHypervisorDriver(api_timeout_s=0.3).recover("a1", spec.run_dir)
+        status = await driver.stop(handle, grace_s=0.3)
+        assert (status.state, status.reason, status.exit_code) == (
+            VmState.STOPPED,
+            "killed after the grace period",
+            -9,
+        )
+        assert not process.is_alive(handle.pid)
+    finally:
+        await driver.destroy(handle)
+
+
 async def test_kill_9_is_reported_crashed(
     started: tuple[CloudHypervisorDriver, VmHandle], spec: VmSpec
 ) -> None:
