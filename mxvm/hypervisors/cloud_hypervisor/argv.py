@@ -8,9 +8,10 @@ Guest I/O layout (CH has no virtio-serial ports, and refuses mode Socket for its
 virtio-console, accepting it only for the serial port):
 - serial (16550 UART, guest /dev/ttyS0) = the guest channel: mode Socket on
   <run_dir>/guest.sock. CH binds and listens there and serves one host connection at a
-  time, exactly like QEMU's `-chardev socket,server=on`, so the host-side guest client
-  is the same for both drivers. `mxvm.channel=ttyS0` on the kernel command line tells
-  the guest agent to serve on /dev/ttyS0 (in raw mode) instead of a virtio-serial port.
+  time, like QEMU's `-chardev socket,server=on` (except that a new connection replaces
+  the previous one), so the host-side guest client is the same for both drivers.
+  `mxvm.channel=ttyS0` on the kernel command line tells the guest agent to serve on
+  /dev/ttyS0 (in raw mode) instead of a virtio-serial port.
 - virtio-console (guest /dev/hvc0) = the kernel console: mode File on
   <run_dir>/console.log, with `console=hvc0` on the kernel command line.
 - `panic=0`: CH has no -no-reboot, so a guest panic with panic=-1 would reboot the VM
