@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from mxvm.guest import netconf, power
-from mxvm.guest.agent import GuestAgent
+from mxvm.guest.agent import GuestAgent, read_uptime
 from mxvm.guest.port import Port, PortUnavailable, UnixListenPort, VirtioPort, find_virtio_port
 from mxvm.guest.protocol import PORT_NAME
 
@@ -61,6 +61,7 @@ def parse_args(argv: list[str]) -> dict[str, str | bool]:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
+    imported_at = read_uptime()
     listen = Path(str(opts["listen"])) if "listen" in opts else None
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="mxvm-guest %(levelname)s %(message)s"
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PortUnavailable, OSError) as exc:
         log.error("guest.no_port error=%s", exc)
         return 2
+    log.info("guest.starting imported_at=%.3f port_open_at=%.3f", imported_at, read_uptime())
     configure_net = not (opts["no_net"] or listen)
     cmdline = Path("/proc/cmdline").read_text() if configure_net else None
     cwd = "/root" if Path("/root").is_dir() else "/"

@@ -147,6 +147,7 @@ class GuestClient:
         self._ready: asyncio.Future[ReadyInfo] = loop.create_future()
         self._ready.add_done_callback(_consume_exception)
         self._handles: dict[str, RunHandle] = {}
+        self._abandoned: set[str] = set()
         self._pongs: dict[str, asyncio.Future[Pong]] = {}
         self._statuses: deque[asyncio.Future[Status]] = deque()
         self._lost: GuestError | None = None
@@ -230,6 +231,8 @@ class GuestClient:
             raise GuestTimeout(f"exec {list(argv)!r} still running after {timeout}s") from exc
         finally:
             self._handles.pop(handle.id, None)
+            if not handle.done:  # timed out: drop its late frames instead of re-adding it
+                self._abandoned.add(handle.id)
         return ExecResult(bytes(out), bytes(err), end.code, end.signal, end.error)
 
     def attach(self, cmd_id: str) -> RunHandle:
@@ -318,6 +321,9 @@ class GuestClient:
 
     def _dispatch(self, frame: GuestFrame) -> None:  # noqa: C901 - one arm per frame type
         match frame:
+            case Output() | Exit() if frame.id in self._abandoned:
+                if isinstance(frame, Exit):
+                    self._abandoned.discard(frame.id)
             case Output():
                 self.attach(frame.id)._feed(frame)
             case Exit():

@@ -50,13 +50,23 @@ def _silent(_: str) -> None:
     pass
 
 
-def source_hash() -> str:
-    """What the image embeds or is shaped by: the guest package and this builder."""
+def _hash_py_files(pkg: Path) -> str:
     h = hashlib.sha256()
-    for pkg in (Path(mxvm.guest.__file__).parent, Path(__file__).parent):
-        for path in sorted(pkg.glob("*.py")):
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(pkg.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
+
+
+# Hashed when the builder's modules are imported, not at build time: a long-running process
+# builds with the code it loaded, so its cache key must describe that code, not newer files.
+_BUILDER_SHA256 = _hash_py_files(Path(__file__).parent)
+
+
+def source_hash() -> str:
+    """What the image embeds or is shaped by: the guest package (copied from disk at build
+    time) and this builder (as loaded)."""
+    guest = _hash_py_files(Path(mxvm.guest.__file__).parent)
+    return hashlib.sha256(f"{guest}:{_BUILDER_SHA256}".encode()).hexdigest()
 
 
 def _inputs(kernel_pkg: str) -> dict[str, Any]:

@@ -28,7 +28,9 @@ mkdir -p /dev/pts /dev/shm /run /tmp
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 hostname mxvm
+read -r up _ < /proc/uptime; echo "mxvm-init: uptime $up: loading modules"
 while read -r ko; do insmod "$ko" || echo "mxvm-init: insmod $ko failed"; done < /etc/mxvm/modules
+read -r up _ < /proc/uptime; echo "mxvm-init: uptime $up: starting the guest agent"
 # A fixed hash seed: no getrandom() before the CRNG is ready on an entropy-poor TCG guest.
 PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/usr/lib/mxvm \\
   /usr/bin/python3 -s -m mxvm.guest

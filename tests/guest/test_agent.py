@@ -82,7 +82,7 @@ async def test_signal_reaches_the_process_group(client: GuestClient) -> None:
 
 async def test_exec_timeout_kills_the_command(client: GuestClient) -> None:
     with pytest.raises(GuestTimeout):
-        await client.exec(["sleep", "30"], timeout=0.5)
+        await client.exec(["sh", "-c", "echo started; sleep 30"], timeout=0.5)
     status = await client.status(timeout=5)
     for _ in range(50):  # the SIGKILL is asynchronous
         if not status.running:
@@ -90,6 +90,8 @@ async def test_exec_timeout_kills_the_command(client: GuestClient) -> None:
         await asyncio.sleep(0.1)
         status = await client.status(timeout=5)
     assert status.running == []
+    await client.ping(timeout=5)  # the killed command's frames have arrived by now
+    assert client._handles == {} and client._abandoned == set()  # nothing left behind
 
 
 async def test_second_main_command_is_rejected(client: GuestClient) -> None:
