@@ -98,6 +98,9 @@ class AgentSettings(_FromEnvAndFile):
     agent_token: SecretStr | None = Field(default=None, description="an agent bearer token")
     node_name: str = Field(default_factory=socket.gethostname)
     address: str = Field(default="", description="address the coordinator can reach us on")
+    api_listen: str = Field(
+        default="127.0.0.1:8471", description="host:port of the agent's own API (logs, exec)"
+    )
     state_dir: Path = Field(default_factory=default_state_dir)
     image_dir: Path | None = Field(
         default=None, description="guest images; default <state_dir>/images"

@@ -24,6 +24,7 @@ from mxvm.embedded import (
     find_postgres_binaries,
     find_redis_server,
 )
+from tests.harness import Api, running, settings_for
 
 
 def _server_dir(prefix: str) -> Path:
@@ -145,3 +146,10 @@ async def own_redis() -> AsyncIterator[EmbeddedRedis]:
     finally:
         await server.stop()
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def api(pg_dsn: str, redis_url: str) -> AsyncIterator[Api]:
+    """A running coordinator (leading) over this test's fresh database."""
+    async with running(settings_for(pg_dsn, redis_url)) as a:
+        yield a

@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeAlias
 
 from mxvm import __version__
-from mxvm.cli import allocs, jobs, nodes, server
+from mxvm.cli import agent, allocs, jobs, nodes, server
 from mxvm.errors import MxvmError
 from mxvm.logs import configure
 
@@ -35,6 +35,10 @@ def _server_verbs(sub: Sub) -> None:
     p = _sub(sub, "coordinator", server.coordinator, "run a coordinator (needs Postgres, Redis)")
     p.add_argument("--listen", help="host:port for the API")
     _sub(sub, "migrate", server.migrate, "apply database migrations")
+    ag = sub.add_parser("agent", help="run the host agent, or show what it sees")
+    ag.set_defaults(fn=agent.run)
+    inv = _reads(_sub(ag.add_subparsers(), "inventory", agent.inventory, "devices and readiness"))
+    inv.add_argument("--sysfs-root", help="read PCI from this sysfs tree (default /sys)")
 
 
 def _job_verbs(sub: Sub) -> None:

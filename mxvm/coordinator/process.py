@@ -65,7 +65,10 @@ async def serve(
 ) -> None:
     """Serve the API and run the background loops until `stop` is set."""
     host, port = split_listen(coord.settings.listen)
-    runner = web.AppRunner(create_app(coord), access_log=None)
+    # Long-polls end when their client goes away, and shutdown does not wait them out.
+    runner = web.AppRunner(
+        create_app(coord), access_log=None, handler_cancellation=True, shutdown_timeout=2
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import AGENT, Api
+from tests.harness import AGENT, Api
 
 JOB = {"name": "hello", "task": {"driver": "fake", "argv": ["echo", "hi"]}}
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from mxvm.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.api.conftest import AGENT, running, settings_for
+from tests.harness import AGENT, running, settings_for
 
 
 async def test_postgres_down_is_503_with_retry_after_then_recovers(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.api.conftest import AGENT, Api, running, settings_for
+from tests.harness import AGENT, Api, running, settings_for
 
 
 async def test_exactly_one_leader_and_failover_raises_the_epoch(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.api.conftest import AGENT, Api
+from tests.harness import AGENT, Api
 
 
 def job(

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from mxvm.embedded import find_postgres_binaries, find_redis_server
-from tests.api.conftest import free_port
+from tests.harness import free_port
 
 
 @pytest.fixture(scope="module")

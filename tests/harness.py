@@ -1,4 +1,5 @@
-"""A real coordinator (API + leader loops) on a free port, over the real Postgres and Redis."""
+"""Test harness: a real coordinator (API + leader loops) on a free port, over the real
+Postgres and Redis. The `api` fixture in tests/conftest.py uses it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import pytest
 from multidict import CIMultiDictProxy
 from pydantic import SecretStr
 
@@ -101,9 +101,3 @@ async def running(settings: CoordinatorSettings) -> AsyncIterator[Api]:
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-async def api(pg_dsn: str, redis_url: str) -> AsyncIterator[Api]:
-    async with running(settings_for(pg_dsn, redis_url)) as a:
-        yield a

@@ -1,0 +1,1 @@
+"""The host agent: inventory, heartbeats, converging desired allocations into microVMs."""

@@ -1,0 +1,255 @@
+"""The host agent: register, heartbeat, long-poll the desired allocations, converge, and
+re-adopt VMs an earlier agent process left running. It talks only HTTP to the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from aiohttp import web
+
+from mxvm.agent import record as rec
+from mxvm.agent.context import AgentContext
+from mxvm.agent.inventory import registration
+from mxvm.agent.runner import AllocRunner
+from mxvm.agent.server import create_agent_app
+from mxvm.client import ApiClient
+from mxvm.config import AgentSettings
+from mxvm.coordinator.process import split_listen
+from mxvm.errors import BackendUnavailable, InvalidState, MxvmError, NotFound
+from mxvm.hypervisors.base import Driver
+from mxvm.models import (
+    AllocStatusUpdate,
+    ClientStatus,
+    DesiredStatus,
+    Node,
+    NodeAllocations,
+    Registered,
+)
+from mxvm.net import NodeNetwork
+
+log = logging.getLogger(__name__)
+POLL_WAIT_S = 25.0
+T = TypeVar("T")
+RETRY_S = 2.0
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        drivers: dict[str, Driver],
+        *,
+        image_dir: Path,
+        network: NodeNetwork | None,
+    ) -> None:
+        self.settings = settings
+        self.secret = secrets.token_urlsafe(32)
+        token = settings.agent_token.get_secret_value() if settings.agent_token else None
+        self.api = ApiClient(settings.url, token, timeout_s=POLL_WAIT_S + 30)
+        self.ctx = AgentContext(settings, drivers, self._report, image_dir, network)
+        self.runners: dict[str, AllocRunner] = {}
+        self.node: Node | None = None
+        self.heartbeat_s = 5.0
+
+    # -- what the agent API sees ----------------------------------------------------------
+    def runner(self, alloc_id: str) -> AllocRunner | None:
+        return self.runners.get(alloc_id)
+
+    def log_path(self, alloc_id: str) -> Path:
+        return rec.alloc_dir(self.settings.state_dir, alloc_id) / rec.LOG
+
+    # -- life ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        host, port = split_listen(self.settings.api_listen)
+        server = web.AppRunner(
+            create_agent_app(self, self.secret),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=2,
+        )
+        await server.setup()
+        await web.TCPSite(server, host, port).start()
+        try:
+            node = await self._register_until_done(stop)
+            if node is None:
+                return
+            await self._setup_network(node)
+            await self._recover()
+            if ready is not None:
+                ready.set()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeats(stop), name="heartbeat")
+                tg.create_task(self._watch(stop), name="watch")
+        finally:
+            for r in self.runners.values():
+                if r.task is not None:
+                    r.task.cancel()  # VMs keep running; the next agent re-adopts them
+            await server.cleanup()
+            await self.api.close()
+
+    async def _register_until_done(self, stop: asyncio.Event) -> Node | None:
+        while not stop.is_set():
+            try:
+                return await self._register()
+            except BackendUnavailable as exc:
+                log.warning("agent.register_retry %s", exc.detail)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RETRY_S)
+        return None
+
+    async def _register(self) -> Node:
+        host, port = split_listen(self.settings.api_listen)
+        advertised = self.settings.address or host
+        reg = await registration(
+            self.settings,
+            self.ctx.drivers,
+            self.ctx.image_dir,
+            agent_url=f"http://{advertised}:{port}",
+            agent_secret=self.secret,
+        )
+        # agent_secret is excluded from serialisation (it must never leave the coordinator
+        # again), so it is added to the registration body explicitly.
+        body = reg.model_dump(mode="json") | {"agent_secret": self.secret}
+        out = Registered.model_validate(await self.api.post("/api/v1/agent/register", json=body))
+        self.node = out.node
+        self.ctx.subnet = out.node.subnet
+        self.heartbeat_s = max(0.2, out.heartbeat_ttl_s / 3)
+        log.info("agent.registered %s subnet=%s", out.node.id, out.node.subnet)
+        return out.node
+
+    async def _setup_network(self, node: Node) -> None:
+        net = self.ctx.net
+        if net is None or node.subnet is None:
+            return
+        await net.ensure_bridge(f"{self.ctx.gateway}/{self.ctx.prefixlen}")
+        if self.settings.nat:
+            await net.enable_nat(node.subnet, self.settings.uplink)
+
+    async def _recover(self) -> None:
+        """Re-adopt the VMs a previous agent process left running; drop leftovers."""
+        desired = {a.allocation.id: a for a in (await self._poll(0, 0)).allocations}
+        for run_dir, record in rec.load_all(self.settings.state_dir):
+            assigned = desired.get(record.alloc_id)
+            if assigned is None:  # ended or lost while we were away: nothing may keep running
+                await self._discard(run_dir, record)
+                continue
+            self._start_runner(AllocRunner(self.ctx, assigned, record))
+        if self.ctx.net is not None:
+            removed = await self.ctx.net.cleanup_leftovers(set(self.runners))
+            if removed:
+                log.info("net.leftovers_removed %s", removed)
+
+    async def _discard(self, run_dir: Path, record: rec.AllocRecord) -> None:
+        if record.handle is not None:
+            driver = self.ctx.drivers.get(record.driver)
+            vm_dir = rec.vm_dir(run_dir)
+            handle = await driver.recover(record.alloc_id, vm_dir) if driver else None
+            if driver is not None and handle is not None:
+                log.warning("alloc.orphan_destroyed %s", record.alloc_id)
+                await driver.destroy(handle)
+        rec.remove(run_dir)
+
+    # -- loops -----------------------------------------------------------------------------
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            assert self.node is not None
+            try:
+                await self.api.post(f"/api/v1/agent/nodes/{self.node.id}/heartbeat")
+            except NotFound:
+                await self._register()  # the coordinator forgot us (e.g. a new database)
+            except BackendUnavailable as exc:
+                log.warning("agent.heartbeat_failed %s", exc.detail)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.heartbeat_s)
+
+    async def _poll(self, index: int, wait_s: float) -> NodeAllocations:
+        assert self.node is not None
+        data = await self.api.get(
+            f"/api/v1/agent/nodes/{self.node.id}/allocations", index=index, wait=wait_s
+        )
+        return NodeAllocations.model_validate(data)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        index = 0
+        while not stop.is_set():
+            try:
+                desired = await _unless_stopped(self._poll(index, POLL_WAIT_S), stop)
+                if desired is None:
+                    return
+            except (BackendUnavailable, NotFound) as exc:
+                log.warning("agent.poll_failed %s", exc.detail)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RETRY_S)
+                continue
+            index = desired.index
+            await self.converge(desired)
+
+    async def converge(self, desired: NodeAllocations) -> None:
+        """Make what runs here match what the coordinator wants."""
+        wanted = set()
+        for assigned in desired.allocations:
+            a = assigned.allocation
+            wanted.add(a.id)
+            runner = self.runners.get(a.id)
+            if a.desired_status == DesiredStatus.RUN and runner is None:
+                self._start_runner(AllocRunner(self.ctx, assigned))
+            elif a.desired_status == DesiredStatus.STOP and runner is not None:
+                runner.assigned = assigned  # carries the reason for stopping
+                runner.request_stop()
+            elif a.desired_status == DesiredStatus.STOP and runner is None:
+                update = AllocStatusUpdate(
+                    client_status=ClientStatus.COMPLETE, description="stopped before it started"
+                )
+                await self._report(a.id, update)
+        for alloc_id, runner in list(self.runners.items()):
+            if alloc_id not in wanted:
+                if runner.finished.is_set():
+                    del self.runners[alloc_id]
+                else:
+                    runner.request_stop()
+
+    def _start_runner(self, runner: AllocRunner) -> None:
+        self.runners[runner.alloc_id] = runner
+        runner.task = asyncio.create_task(runner.run(), name=f"alloc-{runner.alloc_id[:8]}")
+
+    async def _report(self, alloc_id: str, update: AllocStatusUpdate) -> None:
+        """Deliver a status report, retrying while the coordinator is unreachable."""
+        assert self.node is not None
+        path = f"/api/v1/agent/nodes/{self.node.id}/allocations/{alloc_id}/status"
+        delay = 0.2
+        while True:
+            try:
+                await self.api.post(path, json=update.model_dump(mode="json"))
+                return
+            except (InvalidState, NotFound) as exc:
+                log.warning("agent.report_refused %s %s", alloc_id, exc.detail)
+                return
+            except BackendUnavailable as exc:
+                log.warning("agent.report_retry %s %s", alloc_id, exc.detail)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except MxvmError as exc:
+                log.error("agent.report_failed %s %s", alloc_id, exc.detail)
+                return
+
+
+async def _unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """Await `aw`, or give up (cancelling it) as soon as `stop` is set."""
+    task = asyncio.ensure_future(aw)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()

@@ -1,0 +1,91 @@
+"""What this host offers, as a NodeRegistration: psutil for cpu/memory/disk, the usable
+drivers (and whether KVM really works), guest images, and PCI/GPU devices."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+from pathlib import Path
+
+import psutil
+
+from mxvm.agent.images import list_images
+from mxvm.config import AgentSettings
+from mxvm.devices import PynvmlBackend, scan_inventory
+from mxvm.hypervisors.base import Driver
+from mxvm.hypervisors.qemu.driver import QemuDriver
+from mxvm.models import Device, NodeRegistration, Resources
+
+log = logging.getLogger(__name__)
+MIB = 1 << 20
+
+
+def _devices(settings: AgentSettings) -> list[Device]:
+    report = scan_inventory(settings.sysfs_root, nvml=PynvmlBackend(), state_dir=settings.state_dir)
+    return report.to_devices()
+
+
+async def _kvm(drivers: dict[str, Driver], image_dir: Path) -> bool | None:
+    """Probe KVM by really booting under it (the qemu driver's probe); None if unknown."""
+    qemu = drivers.get("qemu")
+    if not isinstance(qemu, QemuDriver):
+        return None
+    images = list_images(image_dir)
+    kernel = next(iter(images.values())).kernel if images else None
+    return await qemu.select_accel(kernel) == "kvm"
+
+
+async def registration(
+    settings: AgentSettings,
+    drivers: dict[str, Driver],
+    image_dir: Path,
+    *,
+    agent_url: str,
+    agent_secret: str,
+) -> NodeRegistration:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    disk = psutil.disk_usage(str(settings.state_dir))
+    attrs = {
+        "cpu.arch": platform.machine(),
+        "kernel.name": platform.system().lower(),
+        "kernel.version": platform.release(),
+        "os.name": _os_name(),
+    }
+    kvm = await _kvm(drivers, image_dir)
+    if kvm is not None:
+        attrs["kvm"] = str(kvm).lower()
+    for name, image in list_images(image_dir).items():
+        attrs[f"image.{name}.min_memory_mb"] = str(image.min_memory_mb)
+    devices = await asyncio.to_thread(_devices, settings)
+    return NodeRegistration(
+        name=settings.node_name,
+        address=settings.address or settings.api_listen.rpartition(":")[0],
+        resources=Resources(
+            cpu_millicores=(psutil.cpu_count() or 1) * 1000,
+            memory_mb=psutil.virtual_memory().total // MIB,
+            disk_mb=disk.total // MIB,
+        ),
+        reserved=Resources(
+            cpu_millicores=settings.reserved_cpu_millicores,
+            memory_mb=settings.reserved_memory_mb,
+            disk_mb=settings.reserved_disk_mb,
+        ),
+        devices=devices,
+        attributes=attrs,
+        drivers=sorted(drivers),
+        host_volumes=settings.host_volumes,
+        agent_url=agent_url,
+        agent_secret=agent_secret,
+    )
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("ID="):
+                return line[3:].strip('"')
+    except OSError:
+        pass
+    return os.uname().sysname.lower()

@@ -1,0 +1,43 @@
+"""Run one host agent process: drivers, networking, and the Agent's loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from mxvm.agent.agent import Agent
+from mxvm.agent.drivers import usable_drivers
+from mxvm.config import AgentSettings
+from mxvm.errors import InvalidSpec
+from mxvm.net import NodeNetwork
+
+log = logging.getLogger(__name__)
+
+
+def image_dir_of(settings: AgentSettings) -> Path:
+    return settings.image_dir or settings.state_dir / "images"
+
+
+def network_for(settings: AgentSettings) -> NodeNetwork | None:
+    """Bridge + taps need CAP_NET_ADMIN; without it VMs run without a NIC (said loudly)."""
+    if os.geteuid() != 0:
+        log.warning("agent.no_network not root: VMs get no network interface")
+        return None
+    return NodeNetwork(settings.bridge)
+
+
+async def run_agent(
+    settings: AgentSettings, stop: asyncio.Event, *, ready: asyncio.Event | None = None
+) -> None:
+    drivers = usable_drivers(settings)
+    if not drivers:
+        raise InvalidSpec(f"none of the configured drivers {settings.drivers} can run here")
+    net = network_for(settings)
+    agent = Agent(settings, drivers, image_dir=image_dir_of(settings), network=net)
+    try:
+        await agent.run(stop, ready=ready)
+    finally:
+        if net is not None:
+            await net.close()

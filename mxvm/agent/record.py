@@ -1,0 +1,65 @@
+"""What the agent remembers about each allocation on disk, so a restarted agent can re-adopt
+its VMs: the allocation's run dir holds record.json next to the VMM's own state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from mxvm.hypervisors.base import VmHandle
+from mxvm.models import AllocStatusUpdate
+
+RECORD = "record.json"
+LOG = "alloc.log"
+
+
+class AllocRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    alloc_id: str
+    driver: str
+    handle: VmHandle | None = None
+    main_cmd_id: str | None = None  # set once the main command was started in the guest
+    restarts: list[float] = []  # wall-clock times of restarts, for the restart policy
+    # The terminal status, kept until the coordinator has it: a restarted agent re-reports it
+    # instead of running the allocation again.
+    final: AllocStatusUpdate | None = None
+
+
+def alloc_dir(state_dir: Path, alloc_id: str) -> Path:
+    # Short: unix socket paths inside it must stay under 108 bytes.
+    return state_dir / "a" / alloc_id[:18]
+
+
+def vm_dir(run_dir: Path) -> Path:
+    """The driver's own directory (sockets, pidfile); the driver may remove it on destroy,
+    so the allocation's log and record live one level up."""
+    return run_dir / "vm"
+
+
+def save(run_dir: Path, record: AllocRecord) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (RECORD + ".tmp")
+    tmp.write_text(record.model_dump_json())
+    tmp.replace(run_dir / RECORD)
+
+
+def load_all(state_dir: Path) -> list[tuple[Path, AllocRecord]]:
+    out: list[tuple[Path, AllocRecord]] = []
+    root = state_dir / "a"
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        f = d / RECORD
+        if f.is_file():
+            try:
+                out.append((d, AllocRecord.model_validate_json(f.read_text())))
+            except ValueError:
+                continue
+    return out
+
+
+def remove(run_dir: Path) -> None:
+    """Forget a finished allocation's VM (its log stays for `mxvm alloc logs`)."""
+    (run_dir / RECORD).unlink(missing_ok=True)

@@ -1,0 +1,78 @@
+"""Booting and tearing down the microVM of one allocation: image, tap, VmSpec, driver."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from mxvm.agent.context import AgentContext
+from mxvm.agent.images import resolve_image
+from mxvm.errors import InvalidSpec, MxvmError
+from mxvm.hypervisors.base import VmHandle, VmSpec
+from mxvm.image.cmdline import BASE, guest_cmdline
+from mxvm.models import AssignedAllocation
+from mxvm.net.names import tap_name
+
+log = logging.getLogger(__name__)
+
+
+def identity_args(ip: str | None, prefixlen: int, gateway: str | None, mac: str | None,
+                  hostname: str) -> list[str]:  # fmt: skip
+    """Per-instance identity on the kernel command line, so one image serves every VM."""
+    words = guest_cmdline(
+        tcg=False,
+        ip=f"{ip}/{prefixlen}" if ip else None,
+        gateway=gateway if ip else None,
+        mac=mac,
+        hostname=hostname,
+    ).split()
+    return [w for w in words if w not in BASE]
+
+
+async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path) -> VmSpec:
+    """Everything the driver needs; ImageError / InvalidSpec name what is wrong."""
+    a, task = assigned.allocation, assigned.task
+    image = resolve_image(ctx.image_dir, task.image)
+    if task.memory_mb < image.min_memory_mb:
+        raise InvalidSpec(
+            f"task.memory_mb {task.memory_mb} is below image {image.name!r}'s minimum "
+            f"of {image.min_memory_mb} MiB"
+        )
+    tap = mac = None
+    if ctx.net is not None and a.ip is not None:
+        info = await ctx.net.create_tap(a.id)
+        tap, mac = info.name, info.mac
+    hostname = a.name.replace("[", "-").replace("]", "")
+    return VmSpec(
+        alloc_id=a.id,
+        name=a.name,
+        vcpus=task.vcpus,
+        memory_mb=task.memory_mb,
+        kernel=image.kernel,
+        initrd=image.initrd,
+        root_disk=image.root_disk,
+        kernel_args=image.cmdline + identity_args(a.ip, ctx.prefixlen, ctx.gateway, mac, hostname),
+        tap=tap,
+        mac=mac,
+        pci_devices=[],
+        run_dir=run_dir,
+    )
+
+
+async def teardown(ctx: AgentContext, driver_name: str, handle: VmHandle | None,
+                   alloc_id: str) -> None:  # fmt: skip
+    """Stop (gracefully, then hard) and forget the VM, and remove its tap. Never raises."""
+    if handle is not None:
+        driver = ctx.driver(driver_name)
+        try:
+            await driver.stop(handle, ctx.settings.stop_grace_s)
+        except MxvmError as exc:
+            log.warning("vm.stop_failed %s %s", alloc_id, exc.detail)
+        with contextlib.suppress(MxvmError):
+            await driver.destroy(handle)
+    if ctx.net is not None:
+        try:
+            await ctx.net.delete_tap(tap_name(alloc_id))
+        except MxvmError as exc:
+            log.warning("net.tap_delete_failed %s %s", alloc_id, exc.detail)

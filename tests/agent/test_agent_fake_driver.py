@@ -1,0 +1,116 @@
+"""The agent's control loop against a real coordinator, with the fake driver at the seam."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from mxvm.hypervisors.fake import FakeDriver
+from tests.agent.conftest import agent_settings, fake_image, running_agent
+from tests.harness import Api
+
+
+def job(name: str, **kw: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "type": "batch",
+        "task": {"driver": "fake", "argv": ["agent"], "memory_mb": 128},
+        "restart": {"attempts": 0},
+        "reschedule": {"attempts": 0},
+    }
+    spec.update(kw)
+    return spec
+
+
+async def wait_alloc(api: Api, job_id: str, status: str, limit_s: float = 20) -> dict[str, Any]:
+    async with asyncio.timeout(limit_s):
+        while True:
+            allocs = await api.ok("GET", f"/api/v1/jobs/{job_id}/allocations")
+            done = [a for a in allocs if a["client_status"] == status]
+            if done:
+                return done[0]  # type: ignore[no-any-return]
+            await asyncio.sleep(0.1)
+
+
+async def test_agent_registers_runs_and_reports_exit_code(api: Api, tmp_path: Path) -> None:
+    fake_image(tmp_path / "images")
+    driver = FakeDriver(exit_code=3, run_time_s=0.3)
+    settings = agent_settings(api, tmp_path / "state")
+    async with running_agent(settings, {"fake": driver}, tmp_path / "images") as agent:
+        assert agent.node is not None
+        node = await api.ok("GET", f"/api/v1/nodes/{agent.node.id}")
+        assert node["drivers"] == ["fake"] and node["agent_url"].startswith("http://127.0.0.1:")
+        assert node["attributes"]["image.default.min_memory_mb"] == "128"
+        assert "agent_secret" not in node
+        out = await api.ok("POST", "/api/v1/jobs", json=job("exit3"))
+        failed = await wait_alloc(api, out["job"]["id"], "failed")
+    assert failed["exit_code"] == 3
+    assert [e["type"] for e in failed["events"]][:3] == ["placed", "starting", "running"]
+    assert driver.starts == 1
+
+
+async def test_stopping_a_service_job_stops_its_vm(api: Api, tmp_path: Path) -> None:
+    fake_image(tmp_path / "images")
+    driver = FakeDriver()  # runs until stopped
+    settings = agent_settings(api, tmp_path / "state")
+    async with running_agent(settings, {"fake": driver}, tmp_path / "images"):
+        out = await api.ok("POST", "/api/v1/jobs", json=job("svc", type="service"))
+        alloc = await wait_alloc(api, out["job"]["id"], "running")
+        await api.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
+        done = await wait_alloc(api, out["job"]["id"], "complete")
+        assert done["id"] == alloc["id"]
+        assert done["client_description"].startswith("stopped")
+        assert not driver._vms  # destroyed
+        async with asyncio.timeout(10):
+            while (await api.ok("GET", f"/api/v1/jobs/{out['job']['id']}"))["status"] != "dead":
+                await asyncio.sleep(0.1)
+
+
+async def test_bad_image_and_start_errors_fail_the_allocation_with_the_reason(
+    api: Api, tmp_path: Path
+) -> None:
+    settings = agent_settings(api, tmp_path / "state")
+    driver = FakeDriver(start_error="boom: no such VMM")
+    fake_image(tmp_path / "images")
+    async with running_agent(settings, {"fake": driver}, tmp_path / "images"):
+        spec = job("noimage")
+        spec["task"]["image"] = "missing"
+        out = await api.ok("POST", "/api/v1/jobs", json=spec)
+        failed = await wait_alloc(api, out["job"]["id"], "failed")
+        assert "missing/manifest.json" in failed["client_description"]
+        out = await api.ok("POST", "/api/v1/jobs", json=job("starterr"))
+        failed = await wait_alloc(api, out["job"]["id"], "failed")
+        assert "boom: no such VMM" in failed["client_description"]
+
+
+async def test_restart_policy_restarts_on_the_same_node(api: Api, tmp_path: Path) -> None:
+    fake_image(tmp_path / "images")
+    driver = FakeDriver(exit_code=1, run_time_s=0.1)
+    settings = agent_settings(api, tmp_path / "state")
+    async with running_agent(settings, {"fake": driver}, tmp_path / "images"):
+        spec = job("flaky", restart={"attempts": 2, "delay_s": 0, "interval_s": 600})
+        out = await api.ok("POST", "/api/v1/jobs", json=spec)
+        failed = await wait_alloc(api, out["job"]["id"], "failed")
+    assert driver.starts == 3
+    assert [e["type"] for e in failed["events"]].count("restarting") == 2
+
+
+async def test_agent_restart_readopts_the_running_vm(api: Api, tmp_path: Path) -> None:
+    fake_image(tmp_path / "images")
+    settings = agent_settings(api, tmp_path / "state")
+    first = FakeDriver(persist=True)
+    async with running_agent(settings, {"fake": first}, tmp_path / "images"):
+        out = await api.ok("POST", "/api/v1/jobs", json=job("long", type="service"))
+        alloc = await wait_alloc(api, out["job"]["id"], "running")
+        pid = first._vms[alloc["id"]].pid
+    # The agent process is gone; its VM is not. A new agent (new driver instance) adopts it.
+    second = FakeDriver(persist=True)
+    async with running_agent(settings, {"fake": second}, tmp_path / "images"):
+        async with asyncio.timeout(10):
+            while alloc["id"] not in second._vms:
+                await asyncio.sleep(0.05)
+        assert second._vms[alloc["id"]].pid == pid
+        assert second.starts == 0  # re-adopted, not restarted
+        got = await api.ok("GET", f"/api/v1/allocations/{alloc['id']}")
+        assert got["client_status"] == "running"
