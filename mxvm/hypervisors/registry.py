@@ -21,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "qemu": "mxvm.hypervisors.qemu.driver:QemuDriver",
     "cloud-hypervisor": "mxvm.hypervisors.cloud_hypervisor.driver:CloudHypervisorDriver",
     "fake": "mxvm.hypervisors.fake:FakeDriver",
+    "libvirt": "mxvm.hypervisors.libvirt.driver:LibvirtDriver",
 }
 _registered: dict[str, DriverFactory] = {}
 
