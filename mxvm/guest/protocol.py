@@ -32,6 +32,10 @@ Stream = Literal["stdout", "stderr"]
 MainState = Literal["none", "running", "exited"]
 
 
+# Every frame class has a docstring: for one without, @dataclass builds a __doc__ with
+# inspect.signature(), which is slow at import in a TCG guest.
+
+
 class ProtocolError(ValueError):
     """A frame that is not valid JSON, too large, of an unknown type, or has a bad field."""
 
@@ -76,6 +80,8 @@ class StatusRequest:
 
 @dataclass(frozen=True)
 class Ping:
+    """Liveness probe; answered by Pong (also how a re-connecting host learns the agent is up)."""
+
     nonce: str = ""
     type: Literal["ping"] = "ping"
 
@@ -102,6 +108,8 @@ class Ready:
 
 @dataclass(frozen=True)
 class Output:
+    """A chunk of a command's stdout or stderr."""
+
     id: str
     stream: Stream
     data: str  # base64 of at most MAX_CHUNK bytes
@@ -141,6 +149,8 @@ class Status:
 
 @dataclass(frozen=True)
 class Pong:
+    """Reply to Ping, with what Ready carries plus the current uptime."""
+
     nonce: str
     agent_version: str
     protocol: int

@@ -85,6 +85,10 @@ def download(names: list[str], dest: Path) -> list[Deb]:
         if not found:
             raise ImageBuildError(f"apt-get download {name}={version} produced no {pattern}")
         debs.append(Deb(name, version, found[0]))
+    keep = {d.path for d in debs}
+    for stale in dest.glob("*.deb"):  # superseded versions from earlier builds
+        if stale not in keep:
+            stale.unlink()
     return debs
 
 

@@ -110,9 +110,12 @@ def _install_libraries(elves: list[Path], available: dict[str, Path], root: Path
         raise ImageBuildError(f"the loader {interp} is not in the extracted packages")
     target = root / interp.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        shutil.copyfile(loader, target)
-        target.chmod(0o755)
+    in_libdir = dest / loader.name
+    if not in_libdir.exists():
+        shutil.copyfile(loader, in_libdir)
+        in_libdir.chmod(0o755)
+    if not target.exists() and target != in_libdir:
+        target.symlink_to(f"/{GUEST_LIB_DIR}/{loader.name}")
 
 
 def compile_tree(lib: Path, *, sourceless: bool = False) -> None:
