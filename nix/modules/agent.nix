@@ -60,6 +60,9 @@ let
     "vfio_iommu_type1"
   ];
 
+  apiPort = lib.toInt (lib.last (lib.splitString ":" cfg.settings.api_listen));
+  apiOnLoopback = lib.hasPrefix "127." cfg.settings.api_listen || lib.hasPrefix "[::1]" cfg.settings.api_listen;
+
   # The agent writes /proc/sys (IPv4 forwarding for NAT) and /sys/bus/pci (VFIO binding).
   writesKernelTunables = cfg.settings.nat || gpu.enable;
 in
@@ -72,6 +75,15 @@ in
     qemuPackage = mkPackageOption pkgs "qemu_kvm" { };
 
     cloudHypervisorPackage = mkPackageOption pkgs "cloud-hypervisor" { };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Open the port of {option}`${opt}.settings.api_listen`: the coordinator calls the
+        agent's API there for allocation logs and exec.
+      '';
+    };
 
     agentTokenFile = mkOption {
       type = types.nullOr (types.pathWith {
@@ -146,12 +158,24 @@ in
             defaultText = literalExpression "config.networking.hostName";
             description = "Name this host registers under.";
           };
+          api_listen = mkOption {
+            type = types.str;
+            default = "127.0.0.1:8471";
+            example = "0.0.0.0:8471";
+            description = "host:port of the agent's own API (allocation logs and exec for the coordinator).";
+          };
+          address = mkOption {
+            type = types.str;
+            default = "";
+            example = "10.0.0.12";
+            description = "Address the coordinator reaches this agent's API on; empty: the host part of `api_listen`.";
+          };
           state_dir = mkOption {
             type = types.str;
             default = stateDir;
             description = "The agent's state: VM run directories, VFIO bindings, IP leases.";
           };
-          image_dir = mkOption {
+          images_dir = mkOption {
             type = types.str;
             default = "${stateDir}/images";
             description = "Where guest images live ({option}`${opt}.images` are linked here).";
@@ -234,6 +258,10 @@ in
         }
       ];
 
+      warnings = optional (cfg.openFirewall && apiOnLoopback) "${opt}.openFirewall opens port ${toString apiPort}, but ${opt}.settings.api_listen is ${cfg.settings.api_listen}.";
+
+      networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ apiPort ];
+
       # The agent creates taps and bridges through netlink; loading these at boot lets the
       # unit keep ProtectKernelModules.
       boot.kernelModules = [
@@ -244,9 +272,9 @@ in
 
       systemd.tmpfiles.rules = [
         "d ${stateDir} 0700 root root - -"
-        "d ${cfg.settings.image_dir} 0755 root root - -"
+        "d ${cfg.settings.images_dir} 0755 root root - -"
       ]
-      ++ mapAttrsToList (name: image: "L+ ${cfg.settings.image_dir}/${name} - - - - ${image}") cfg.images;
+      ++ mapAttrsToList (name: image: "L+ ${cfg.settings.images_dir}/${name} - - - - ${image}") cfg.images;
 
       systemd.services.mxvm-agent = {
         description = "mxvm host agent";

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.nix.scenarios import BAD, SCENARIOS
+
 REPO = Path(__file__).resolve().parents[2]
 EVAL_NIX = Path(__file__).with_name("eval.nix")
 PACKAGE_EVAL_NIX = Path(__file__).with_name("package-eval.nix")
@@ -107,3 +109,9 @@ def evaluate_package(python_packages: list[str]) -> dict[str, Any]:
     """nix/package.nix's buildPythonApplication arguments, given only these Python packages."""
     result: dict[str, Any] = eval_json(PACKAGE_EVAL_NIX, namesJson=json.dumps(python_packages))
     return result
+
+
+@pytest.fixture(scope="session")
+def ev() -> dict[str, Evaluated]:
+    """Every scenario in tests/nix/scenarios.py, evaluated once."""
+    return evaluate({**SCENARIOS, **{name: cfg for name, (cfg, _) in BAD.items()}})

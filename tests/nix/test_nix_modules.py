@@ -10,115 +10,13 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mxvm.config import AgentSettings, CoordinatorSettings
 from mxvm.coordinator.process import split_listen
-from tests.nix.conftest import REPO, Evaluated, evaluate, evaluate_package
-
-COORD = "mxvm-coordinator"
-AGENT = "mxvm-agent"
-FAKE_IMAGE = {
-    "type": "derivation",
-    "name": "mxvm-agent-guest-image",
-    "outPath": "/nix/store/11111111111111111111111111111111-mxvm-agent-guest-image",
-}
-
-
-def coordinator(**cfg: Any) -> dict[str, Any]:
-    return {"services": {"mxvm": {"coordinator": {"enable": True, **cfg}}}}
-
-
-def agent(**cfg: Any) -> dict[str, Any]:
-    base = {"enable": True, "agentTokenFile": "/run/secrets/agent"}
-    return {"services": {"mxvm": {"agent": {**base, **cfg}}}}
-
-
-SCENARIOS: dict[str, dict[str, Any]] = {
-    "nothing": {},
-    "coord": coordinator(
-        listenAddress="0.0.0.0",
-        port=8471,
-        openFirewall=True,
-        adminTokenFile="/run/secrets/admin",
-        agentTokensFile="/run/secrets/agents",
-    ),
-    "coord_ipv6": coordinator(listenAddress="::", agentTokensFile="/run/secrets/agents"),
-    "coord_external": coordinator(
-        agentTokensFile="/run/secrets/agents",
-        database={"createLocally": False, "urlFile": "/run/secrets/db"},
-        redis={"createLocally": False, "urlFile": "/run/secrets/redis"},
-    ),
-    "coord_loopback_firewall": coordinator(openFirewall=True, agentTokensFile="/r/a"),
-    "agent": agent(settings={"url": "http://coordinator:8470"}),
-    "agent_gpu_nat": agent(
-        gpuPassthrough={"enable": True, "iommu": "amd", "vfioIds": ["10de:2330", "10de:22a3"]},
-        images={"agent-guest": FAKE_IMAGE},
-        settings={
-            "nat": True,
-            "uplink": "eth0",
-            "drivers": ["qemu", "cloud-hypervisor"],
-            "host_volumes": {"data": "/srv/data"},
-        },
-    ),
-    "agent_gpu_own_iommu_param": {
-        **agent(gpuPassthrough={"enable": True}),
-        "boot": {"kernelParams": ["intel_iommu=on"]},
-    },
-    "both": {
-        "services": {
-            "mxvm": {
-                "coordinator": coordinator(agentTokensFile="/r/a")["services"]["mxvm"][
-                    "coordinator"
-                ],
-                "agent": agent()["services"]["mxvm"]["agent"],
-            }
-        }
-    },
-    "flake_modules": {"_flake": True, **coordinator(agentTokensFile="/r/a")},
-}
-
-# Each bad combination, and the option its assertion message must name.
-BAD: dict[str, tuple[dict[str, Any], str]] = {
-    "coord_no_database": (
-        coordinator(database={"createLocally": False}),
-        "services.mxvm.coordinator.database.urlFile",
-    ),
-    "coord_database_twice": (
-        coordinator(database={"urlFile": "/run/secrets/db"}),
-        "services.mxvm.coordinator.database.createLocally",
-    ),
-    "coord_no_redis": (
-        coordinator(redis={"createLocally": False}),
-        "services.mxvm.coordinator.redis.urlFile",
-    ),
-    "coord_redis_twice": (
-        coordinator(redis={"urlFile": "/run/secrets/redis"}),
-        "services.mxvm.coordinator.redis.createLocally",
-    ),
-    "agent_no_token": (agent(agentTokenFile=None), "services.mxvm.agent.agentTokenFile"),
-    "agent_long_bridge": (
-        agent(settings={"bridge": "mxvm-bridge-0123"}),
-        "services.mxvm.agent.settings.bridge",
-    ),
-    "agent_nat_no_uplink": (agent(settings={"nat": True}), "services.mxvm.agent.settings.uplink"),
-    "agent_gpu_no_iommu": (
-        agent(gpuPassthrough={"enable": True}),
-        "services.mxvm.agent.gpuPassthrough.iommu",
-    ),
-    "agent_libvirt_without_libvirtd": (
-        agent(settings={"drivers": ["libvirt"]}),
-        "virtualisation.libvirtd.enable",
-    ),
-}
-
-
-@pytest.fixture(scope="module")
-def ev() -> dict[str, Evaluated]:
-    return evaluate({**SCENARIOS, **{name: cfg for name, (cfg, _) in BAD.items()}})
-
+from tests.nix.conftest import REPO, Evaluated, evaluate_package
+from tests.nix.scenarios import AGENT, BAD, COORD, FAKE_IMAGE
 
 # -- coordinator ---------------------------------------------------------------------------
 
@@ -300,9 +198,20 @@ def test_agent_settings_file_is_valid_agent_settings(ev: dict[str, Evaluated]) -
     assert settings.node_name == "stubhost", "defaults to networking.hostName"
     assert settings.drivers == ["qemu"]
     assert settings.state_dir == Path("/var/lib/mxvm-agent")
-    assert settings.image_dir == Path("/var/lib/mxvm-agent/images")
+    assert settings.images_dir == Path("/var/lib/mxvm-agent/images")
     assert "uplink" not in values
     assert settings.agent_token is None
+
+
+def test_agent_api_open_to_the_coordinator(ev: dict[str, Evaluated]) -> None:
+    e = ev["agent_api_open"]
+    assert (e.failed_assertions, e.warnings) == ([], [])
+    assert e.raw["firewall"] == [8472]
+    settings = AgentSettings(**e.settings(AGENT)[1])
+    assert (settings.api_listen, settings.address) == ("0.0.0.0:8472", "10.0.0.12")
+    assert ev["agent"].raw["firewall"] == []
+    [warning] = ev["agent_api_loopback_firewall"].warnings
+    assert "services.mxvm.agent.openFirewall" in warning
 
 
 def test_agent_token_credential_is_what_agent_settings_read(
