@@ -3,6 +3,7 @@ answers become MxvmError subclasses."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -50,6 +51,23 @@ class ApiClient:
                     raise _error(resp.status, data, resp.headers.get("Retry-After"))
                 return data
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise errors.BackendUnavailable(
+                f"cannot reach the coordinator at {self.url}: {exc}", backend="coordinator"
+            ) from exc
+
+    async def stream(self, path: str, **params: Any) -> AsyncIterator[bytes]:
+        """A streamed GET (e.g. a followed log), chunk by chunk, with no overall timeout."""
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        try:
+            async with self._session.get(
+                self.url + path, params=query, timeout=aiohttp.ClientTimeout(total=None)
+            ) as resp:
+                if resp.status >= 400:
+                    data = await resp.json(content_type=None)
+                    raise _error(resp.status, data, resp.headers.get("Retry-After"))
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise errors.BackendUnavailable(
                 f"cannot reach the coordinator at {self.url}: {exc}", backend="coordinator"
             ) from exc

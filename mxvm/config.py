@@ -102,8 +102,9 @@ class AgentSettings(_FromEnvAndFile):
         default="127.0.0.1:8471", description="host:port of the agent's own API (logs, exec)"
     )
     state_dir: Path = Field(default_factory=default_state_dir)
-    image_dir: Path | None = Field(
-        default=None, description="guest images; default <state_dir>/images"
+    images_dir: Path | None = Field(
+        default=None,
+        description="one sub-directory per guest image; default the dev image's cache parent",
     )
     drivers: list[str] = Field(
         default_factory=lambda: ["qemu"], description="hypervisor drivers to offer if usable"

@@ -11,13 +11,15 @@ from mxvm.agent.agent import Agent
 from mxvm.agent.drivers import usable_drivers
 from mxvm.config import AgentSettings
 from mxvm.errors import InvalidSpec
+from mxvm.image import default_image_dir
 from mxvm.net import NodeNetwork
 
 log = logging.getLogger(__name__)
 
 
 def image_dir_of(settings: AgentSettings) -> Path:
-    return settings.image_dir or settings.state_dir / "images"
+    """Where image sub-directories live; the dev image builds into <this>/default."""
+    return settings.images_dir or default_image_dir().parent
 
 
 def network_for(settings: AgentSettings) -> NodeNetwork | None:

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from mxvm.agent.runner import AllocRunner
 from mxvm.api.errors import error_middleware
 from mxvm.api.http import Handler, field_errors
 from mxvm.errors import InvalidSpec, NotFound, Unauthorized
+from mxvm.models import ExecRequest, ExecResult
 
 CHUNK = 64 * 1024
 FOLLOW_POLL_S = 0.2
@@ -31,20 +32,6 @@ class AgentView(Protocol):
 
 AGENT = web.AppKey("agent", AgentView)
 SECRET = web.AppKey("secret", str)
-
-
-class ExecRequest(BaseModel):
-    argv: list[str] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
-    timeout_s: float | None = Field(default=60.0, gt=0, le=3600)
-
-
-class ExecResponse(BaseModel):
-    stdout: str
-    stderr: str
-    exit_code: int
-    error: str | None = None
 
 
 @web.middleware
@@ -98,7 +85,7 @@ async def exec_(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise InvalidSpec("invalid exec request", errors=field_errors(exc)) from exc
     res = await runner.exec(req.argv, req.env, req.cwd, req.timeout_s)
-    out = ExecResponse(
+    out = ExecResult(
         stdout=res.stdout.decode(errors="replace"),
         stderr=res.stderr.decode(errors="replace"),
         exit_code=res.exit_code,

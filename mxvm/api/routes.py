@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from mxvm.api import agent, allocations, cluster, jobs, nodes
+from mxvm.api import agent, allocations, cluster, jobs, logs, nodes
 from mxvm.api.auth import Scope
 from mxvm.api.http import Handler
 from mxvm.api.schemas import ClusterStatus, Health, JobStopped, JobSubmitted, Readiness
@@ -15,6 +15,8 @@ from mxvm.models import (
     AllocStatusUpdate,
     EligibilityUpdate,
     Evaluation,
+    ExecRequest,
+    ExecResult,
     Job,
     JobSpec,
     Node,
@@ -60,6 +62,13 @@ ROUTES: list[Route] = [
           query={"job_id": "only this job's", "node_id": "only this node's", "limit": "max rows"}),
     Route("GET", f"{V1}/allocations/{{id}}", allocations.get_allocation, "get_allocation",
           "Get an allocation", response=Allocation),
+    Route("GET", f"{V1}/allocations/{{id}}/logs", logs.logs, "allocation_logs",
+          "The allocation's output (application/octet-stream), followed while it runs",
+          query={"follow": "true: keep streaming until the allocation ends",
+                 "offset": "start at this byte"}),
+    Route("POST", f"{V1}/allocations/{{id}}/exec", logs.exec_, "allocation_exec",
+          "Run a command in the allocation's running guest", request=ExecRequest,
+          response=ExecResult),
     Route("GET", f"{V1}/evaluations/{{id}}", allocations.get_evaluation, "get_evaluation",
           "Get an evaluation (with its placement failure explanation)", response=Evaluation),
     Route("GET", f"{V1}/nodes", nodes.list_nodes, "list_nodes", "List nodes", response=Node,

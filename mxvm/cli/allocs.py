@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mxvm.cli.context import client_from, resolve
 from mxvm.cli.output import age, emit_json, kv, short, table
@@ -56,3 +57,35 @@ async def show(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+async def logs(args: argparse.Namespace) -> int:
+    async with client_from(args) as client:
+        alloc_id = await resolve(client, "allocations", args.id)
+        out = sys.stdout.buffer
+        async for chunk in client.stream(
+            f"/api/v1/allocations/{alloc_id}/logs", follow=str(args.follow).lower()
+        ):
+            out.write(chunk)
+            out.flush()
+    return 0
+
+
+async def exec_(args: argparse.Namespace) -> int:
+    argv = [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("mxvm alloc exec: give the command after --", file=sys.stderr)
+        return 2
+    async with client_from(args) as client:
+        alloc_id = await resolve(client, "allocations", args.id)
+        res = await client.post(
+            f"/api/v1/allocations/{alloc_id}/exec", json={"argv": argv, "timeout_s": args.timeout}
+        )
+    if args.json:
+        emit_json(res)
+        return 0
+    sys.stdout.write(res["stdout"])
+    sys.stderr.write(res["stderr"])
+    if res.get("error"):
+        print(f"mxvm: {res['error']}", file=sys.stderr)
+    return int(res["exit_code"])

@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeAlias
 
 from mxvm import __version__
-from mxvm.cli import agent, allocs, jobs, nodes, server
+from mxvm.cli import agent, allocs, jobs, nodes, run, server
 from mxvm.errors import MxvmError
 from mxvm.logs import configure
 
@@ -32,6 +32,7 @@ def _sub(parent: Sub, name: str, fn: Command, help: str) -> argparse.ArgumentPar
 def _server_verbs(sub: Sub) -> None:
     p = _sub(sub, "up", server.up, "run a standalone mxvm: own Postgres and Redis, coordinator")
     p.add_argument("--listen", help="host:port for the API (default 127.0.0.1:8470)")
+    p.add_argument("--no-agent", action="store_true", help="control plane only, no local agent")
     p = _sub(sub, "coordinator", server.coordinator, "run a coordinator (needs Postgres, Redis)")
     p.add_argument("--listen", help="host:port for the API")
     _sub(sub, "migrate", server.migrate, "apply database migrations")
@@ -62,6 +63,29 @@ def _node_alloc_verbs(sub: Sub) -> None:
     alloc = sub.add_parser("alloc", help="inspect allocations").add_subparsers(required=True)
     _reads(_sub(alloc, "ls", allocs.ls, "list allocations")).add_argument("--job")
     _reads(_sub(alloc, "show", allocs.show, "show an allocation")).add_argument("id")
+    p = _sub(alloc, "logs", allocs.logs, "print an allocation's output")
+    p.add_argument("id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing while it runs")
+    p = _reads(_sub(alloc, "exec", allocs.exec_, "run a command in an allocation's guest"))
+    p.add_argument("id")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- command [args...]")
+
+
+def _run_verbs(sub: Sub) -> None:
+    p = _sub(sub, "run", run.run, "run a command in a fresh microVM; exit with its code")
+    p.add_argument("--vcpus", type=int, default=1)
+    p.add_argument("--memory", type=int, default=256, help="MiB (default 256)")
+    p.add_argument("--image", default="default")
+    p.add_argument("--driver", default="qemu")
+    p.add_argument("--name", help="job name (default run-<random>)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a start")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- command [args...]")
+    img = sub.add_parser("image", help="guest images").add_subparsers(required=True)
+    p = _sub(img, "build", run.image_build, "build the dev guest image (cached)")
+    p.add_argument("--dest", help="image directory (default <images dir>/default)")
+    p.add_argument("--force", action="store_true", help="rebuild even when cached")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     _server_verbs(sub)
     _job_verbs(sub)
     _node_alloc_verbs(sub)
+    _run_verbs(sub)
     return p
 
 

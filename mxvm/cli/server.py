@@ -13,10 +13,12 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from mxvm.agent.process import image_dir_of, run_agent
 from mxvm.cli.context import TOKEN_FILE
-from mxvm.config import CoordinatorSettings
-from mxvm.coordinator.process import open_coordinator, serve
+from mxvm.config import AgentSettings, CoordinatorSettings
+from mxvm.coordinator.process import open_coordinator, serve, split_listen
 from mxvm.embedded import EmbeddedPostgres, EmbeddedRedis
+from mxvm.image import build_dev_image
 from mxvm.store import Store
 
 AGENT_TOKEN_FILE = "agent-token"
@@ -72,7 +74,8 @@ def _banner(settings: CoordinatorSettings, state: Path) -> str:
         f"  admin token: {state / TOKEN_FILE}\n"
         f"  state dir:   {state}\n"
         f"  try:         export MXVM_URL={url} MXVM_TOKEN=$(cat {state / TOKEN_FILE})\n"
-        f"               mxvm node ls; mxvm job ls\n"
+        f"               mxvm run -- uname -a      # a command in a fresh microVM\n"
+        f"               mxvm node ls; mxvm job ls; mxvm alloc logs -f ID\n"
         f"  stop:        Ctrl-C"
     )
 
@@ -90,23 +93,55 @@ def _prepare_state(base: CoordinatorSettings) -> tuple[Path, str, str]:
     return state, admin, stored_secret(state / AGENT_TOKEN_FILE)
 
 
+async def _backends(
+    base: CoordinatorSettings, state: Path, stack: contextlib.AsyncExitStack
+) -> tuple[str, str]:
+    """The Postgres and Redis URLs: the configured ones, or our own started here."""
+    db_url, redis_url = base.database_url, base.redis_url
+    if not db_url:
+        pg = EmbeddedPostgres(state / "postgres")
+        stack.push_async_callback(pg.stop)
+        print("starting Postgres ...", file=sys.stderr)
+        db_url = await pg.start()
+    if not redis_url:
+        rd = EmbeddedRedis(state / "redis")
+        stack.push_async_callback(rd.stop)
+        print("starting Redis ...", file=sys.stderr)
+        redis_url = await rd.start()
+    return db_url, redis_url
+
+
+async def _local_agent(
+    settings: CoordinatorSettings, state: Path, token: str, stop: asyncio.Event
+) -> asyncio.Task[None]:
+    """A host agent for this machine, with the dev guest image built if it is missing."""
+    host, port = split_listen(settings.listen)
+    agent_settings = AgentSettings(
+        url=f"http://{host}:{port}",
+        agent_token=SecretStr(token),
+        state_dir=state / "agent",
+        api_listen=f"127.0.0.1:{port + 1}",
+    )
+    dest = image_dir_of(agent_settings) / "default"
+    print(f"guest image: {dest} (building if needed) ...", file=sys.stderr)
+    await asyncio.to_thread(
+        build_dev_image, dest, progress=lambda m: print(f"  {m}", file=sys.stderr)
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_agent(agent_settings, stop, ready=ready), name="agent")
+    await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when="FIRST_COMPLETED")
+    if task.done():
+        task.result()  # raises why the agent could not start
+    return task
+
+
 async def up(args: argparse.Namespace) -> int:
     base = CoordinatorSettings()
     state, admin, agent_token = _prepare_state(base)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with contextlib.AsyncExitStack() as stack:
-        db_url, redis_url = base.database_url, base.redis_url
-        if not db_url:
-            pg = EmbeddedPostgres(state / "postgres")
-            stack.push_async_callback(pg.stop)
-            print("starting Postgres ...", file=sys.stderr)
-            db_url = await pg.start()
-        if not redis_url:
-            rd = EmbeddedRedis(state / "redis")
-            stack.push_async_callback(rd.stop)
-            print("starting Redis ...", file=sys.stderr)
-            redis_url = await rd.start()
+        db_url, redis_url = await _backends(base, state, stack)
         settings = base.model_copy(
             update={
                 "database_url": db_url,
@@ -122,7 +157,10 @@ async def up(args: argparse.Namespace) -> int:
         await asyncio.wait(
             {server, asyncio.create_task(ready.wait())}, return_when="FIRST_COMPLETED"
         )
+        tasks = [server]
+        if ready.is_set() and not args.no_agent:
+            tasks.append(await _local_agent(settings, state, agent_token, stop))
         if ready.is_set():
             print(_banner(settings, state), flush=True)
-        await server
+        await asyncio.gather(*tasks)
     return 0

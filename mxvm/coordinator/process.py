@@ -41,7 +41,11 @@ async def open_coordinator(settings: CoordinatorSettings) -> AsyncIterator[Coord
     leases = await Leases.connect(settings.redis_url, timeout_s=settings.backend_timeout_s)
     try:
         await _migrate_when_reachable(store)
-        yield Coordinator(settings, store, leases, NodeWatch())
+        coord = Coordinator(settings, store, leases, NodeWatch())
+        try:
+            yield coord
+        finally:
+            await coord.agents.close()
     finally:
         await leases.close()
         await store.close()

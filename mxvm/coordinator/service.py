@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from mxvm.config import CoordinatorSettings
+from mxvm.coordinator.agent_calls import AgentCalls
 from mxvm.coordinator.watch import NodeWatch
 from mxvm.errors import BackendUnavailable
 from mxvm.leases import Leases
@@ -43,6 +44,7 @@ class Coordinator:
         self.leases = leases
         self.watch = watch
         self.leader_epoch: int | None = None  # set by the leader loop while we lead
+        self.agents = AgentCalls(store)
 
     # --- jobs -----------------------------------------------------------------------------
     async def submit_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from mxvm.guest import netconf, power
 from mxvm.guest.agent import GuestAgent, read_uptime
-from mxvm.guest.port import Port, PortUnavailable, UnixListenPort, VirtioPort, find_virtio_port
+from mxvm.guest.port import (
+    Port,
+    PortUnavailable,
+    SerialPort,
+    UnixListenPort,
+    VirtioPort,
+    find_virtio_port,
+)
 from mxvm.guest.protocol import PORT_NAME
 
 log = logging.getLogger("mxvm.guest")
@@ -59,29 +67,47 @@ def parse_args(argv: list[str]) -> dict[str, str | bool]:
     return opts
 
 
+def serial_channel(cmdline: str) -> Path | None:
+    """`mxvm.channel=ttyS0` on the kernel cmdline: serve that UART instead of virtio."""
+    for word in cmdline.split():
+        if word.startswith("mxvm.channel="):
+            name = word.split("=", 1)[1]
+            if name.startswith("tty") and "/" not in name:
+                return Path("/dev") / name
+    return None
+
+
+def _open_port(opts: dict[str, str | bool], cmdline: str | None) -> Port:
+    if "listen" in opts:
+        return UnixListenPort(Path(str(opts["listen"])))
+    serial = serial_channel(cmdline or "")
+    if serial is not None:
+        return SerialPort(serial)
+    return _open_virtio(str(opts["port_name"]), 30.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     imported_at = read_uptime()
-    listen = Path(str(opts["listen"])) if "listen" in opts else None
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="mxvm-guest %(levelname)s %(message)s"
     )
+    cmdline = None if "listen" in opts else Path("/proc/cmdline").read_text()
     try:
-        port: Port = (
-            UnixListenPort(listen) if listen else _open_virtio(str(opts["port_name"]), 30.0)
-        )
+        port = _open_port(opts, cmdline)
     except (PortUnavailable, OSError) as exc:
         log.error("guest.no_port error=%s", exc)
         return 2
     log.info("guest.starting imported_at=%.3f port_open_at=%.3f", imported_at, read_uptime())
-    configure_net = not (opts["no_net"] or listen)
-    cmdline = Path("/proc/cmdline").read_text() if configure_net else None
     cwd = "/root" if Path("/root").is_dir() else "/"
     try:
-        asyncio.run(_run(port, cmdline=cmdline, cwd=cwd))
+        asyncio.run(_run(port, cmdline=None if opts["no_net"] else cmdline, cwd=cwd))
     finally:
         port.close()
-    return 0
+    logging.shutdown()
+    # Skip interpreter finalisation: the port threads are blocked in read()/write() on a
+    # device that never returns, and /init powers off next anyway.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,34 @@ class VirtioPort:
             os.close(self._fd)
 
 
+class SerialPort:
+    """A UART as the channel (cloud-hypervisor has no virtio-serial ports: its 16550 is the
+    unix socket). Raw mode, so no byte of a frame is translated or taken as a signal. A UART
+    has no "host attached" state: reads just wait, and frames written while no host is
+    connected are buffered or lost by the VMM (ping/status/attach recover from that)."""
+
+    def __init__(self, dev: Path) -> None:
+        import tty  # only here: termios is not needed on the virtio path
+
+        try:
+            self._fd = os.open(dev, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            tty.setraw(self._fd)
+        except OSError as exc:
+            raise PortUnavailable(f"cannot open {dev} as a raw serial line: {exc}") from exc
+
+    def read(self) -> bytes:
+        return os.read(self._fd, 65536)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
 class UnixListenPort:
     """A listening unix socket that serves one host connection at a time."""
 

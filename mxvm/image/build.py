@@ -69,13 +69,7 @@ def source_hash() -> str:
     return hashlib.sha256(f"{guest}:{_BUILDER_SHA256}".encode()).hexdigest()
 
 
-def _inputs(kernel_pkg: str) -> dict[str, Any]:
-    names = [kernel_pkg, *python.DEBS, *python.LIB_DEBS]
-    versions = {}
-    for name in names:
-        if (v := debs.candidate(name)) is None:
-            raise ImageBuildError(f"apt has no candidate for {name}")
-        versions[name] = v
+def _inputs(versions: dict[str, str]) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "packages": versions,
@@ -120,16 +114,16 @@ def build_dev_image(
 
 
 def _build_locked(dest: Path, progress: Callable[[str], None], force: bool) -> ImagePaths:
-    progress("checking apt package lists")
-    debs.ensure_lists()
+    progress("checking package versions")
     kernel_pkg = debs.kernel_package()
-    inputs = _inputs(kernel_pkg)
+    versions = debs.candidates([kernel_pkg, *python.DEBS, *python.LIB_DEBS])
+    inputs = _inputs(versions)
     if not force and (paths := _cached(dest, inputs)) is not None:
         progress(f"image in {dest} is up to date")
         return paths
     started = time.monotonic()
     progress(f"downloading {kernel_pkg} and the Python packages")
-    fetched = debs.download([kernel_pkg, *python.DEBS, *python.LIB_DEBS], dest / "debs")
+    fetched = debs.download(versions, dest / "debs")
     with tempfile.TemporaryDirectory(prefix=".build-", dir=dest) as tmp:
         work = Path(tmp)
         for deb in fetched:

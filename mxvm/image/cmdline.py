@@ -34,10 +34,16 @@ def guest_cmdline(
     mac: str | None = None,
     dns: list[str] | None = None,
     hostname: str | None = None,
+    console: str = "ttyS0",
+    serial_channel: str | None = None,
     extra: list[str] | None = None,
 ) -> str:
-    """The full cmdline for the dev image; network words are omitted when not given."""
-    words = list(BASE)
+    """The full cmdline for the dev image; network words are omitted when not given.
+    `serial_channel` (e.g. "ttyS0", with console="hvc0") makes the guest agent serve that
+    UART instead of the virtio-serial port, as under cloud-hypervisor."""
+    words = [f"console={console}", *BASE[1:]]
+    if serial_channel:
+        words.append(f"mxvm.channel={serial_channel}")
     khz = host_tsc_khz() if tcg else None
     if khz:
         words.append(f"tsc_early_khz={khz}")

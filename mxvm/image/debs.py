@@ -31,34 +31,56 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def candidate(name: str) -> str | None:
-    """The version apt would fetch for `name`, None when apt has no lists for it."""
-    for line in _run(["apt-cache", "policy", name]).splitlines():
-        key, _, value = line.strip().partition(":")
-        if key == "Candidate":
-            value = value.strip()
-            return None if value in ("", "(none)") else value
+def parse_policy(text: str) -> dict[str, str | None]:
+    """`apt-cache policy A B ...` output -> {package: candidate version or None}."""
+    out: dict[str, str | None] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            current = line[:-1]
+            out[current] = None
+        elif current is not None and line.strip().startswith("Candidate:"):
+            value = line.split(":", 1)[1].strip()
+            out[current] = None if value in ("", "(none)") else value
+    return out
+
+
+def candidates(names: list[str]) -> dict[str, str]:
+    """The version apt would fetch for each package, in one apt-cache call (each call
+    costs most of a second: it loads the whole package cache)."""
+    found = parse_policy(_run(["apt-cache", "policy", *names]))
+    missing = [n for n in names if found.get(n) is None]
+    if missing:
+        raise ImageBuildError(f"apt has no candidate for {', '.join(missing)}")
+    return {n: v for n, v in found.items() if v is not None}
+
+
+def parse_kernel_depends(show: str) -> str | None:
+    for line in show.splitlines():
+        if line.startswith("Depends:"):
+            for dep in line.removeprefix("Depends:").split(","):
+                name = dep.strip().split(" ", 1)[0]
+                if name.startswith("linux-image-"):
+                    return name
     return None
 
 
-def ensure_lists() -> None:
-    """Run `apt-get update` once if apt does not know the cloud kernel yet."""
-    if candidate(KERNEL_META) is not None:
-        return
-    if os.geteuid() != 0:
-        raise ImageBuildError("apt has no package lists; run `apt-get update` as root once")
-    _run(["apt-get", "update", "-q"])
-    if candidate(KERNEL_META) is None:
-        raise ImageBuildError(f"apt knows no {KERNEL_META} even after apt-get update")
-
-
 def kernel_package() -> str:
-    """The versioned kernel package the cloud-kernel metapackage points at."""
-    for line in _run(["apt-cache", "depends", KERNEL_META]).splitlines():
-        key, _, value = line.strip().partition(":")
-        if key == "Depends" and value.strip().startswith("linux-image-"):
-            return value.strip()
-    raise ImageBuildError(f"cannot resolve {KERNEL_META} to a kernel package")
+    """The versioned kernel package the cloud-kernel metapackage points at; runs
+    `apt-get update` once (as root) when apt does not know the metapackage yet."""
+    try:
+        show = _run(["apt-cache", "show", "--no-all-versions", KERNEL_META])
+    except ImageBuildError:
+        if os.geteuid() != 0:
+            raise ImageBuildError(
+                f"apt does not know {KERNEL_META}; run `apt-get update` as root once"
+            ) from None
+        _run(["apt-get", "update", "-q"])
+        show = _run(["apt-cache", "show", "--no-all-versions", KERNEL_META])
+    name = parse_kernel_depends(show)
+    if name is None:
+        raise ImageBuildError(f"cannot resolve {KERNEL_META} to a kernel package")
+    return name
 
 
 def installed_version(name: str) -> str | None:
@@ -69,14 +91,11 @@ def installed_version(name: str) -> str | None:
     return out.strip() or None
 
 
-def download(names: list[str], dest: Path) -> list[Deb]:
-    """The candidate .deb of each package in `dest`, fetched unless already there."""
+def download(versions: dict[str, str], dest: Path) -> list[Deb]:
+    """The .deb of each package=version in `dest`, fetched unless already there."""
     dest.mkdir(parents=True, exist_ok=True)
     debs = []
-    for name in names:
-        version = candidate(name)
-        if version is None:
-            raise ImageBuildError(f"apt has no candidate for {name}")
+    for name, version in versions.items():
         pattern = f"{name}_{version.replace(':', '%3a')}_*.deb"
         found = sorted(dest.glob(pattern))
         if not found:

@@ -14,7 +14,10 @@ from mxvm.image.errors import ImageBuildError
 
 PY = "python3.11"
 DEBS = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
-LIB_DEBS = ("libc6", "zlib1g", "libexpat1")
+LIB_DEBS = ("libc6", "zlib1g", "libexpat1", "libgcc-s1")
+# Loaded with dlopen(), so absent from every DT_NEEDED: glibc needs libgcc_s for
+# pthread_exit/cancellation (without it a thread exiting at shutdown aborts the process).
+DLOPENED = ("libgcc_s.so.1",)
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
 GUEST_LIB_DIR = "lib/x86_64-linux-gnu"
 
@@ -97,6 +100,10 @@ def _drop_unresolvable(elves: list[Path], available: dict[str, Path]) -> None:
 
 def _install_libraries(elves: list[Path], available: dict[str, Path], root: Path) -> None:
     needed = _needed_closure(elves, available) or set()
+    for name in DLOPENED:
+        if name not in available:
+            raise ImageBuildError(f"{name} is not in the extracted packages")
+        needed |= {name, *(_needed_closure([available[name]], available) or set())}
     dest = root / GUEST_LIB_DIR
     dest.mkdir(parents=True, exist_ok=True)
     for name in sorted(needed):

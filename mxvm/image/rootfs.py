@@ -30,6 +30,10 @@ mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 hostname mxvm
 read -r up _ < /proc/uptime; echo "mxvm-init: uptime $up: loading modules"
 while read -r ko; do insmod "$ko" || echo "mxvm-init: insmod $ko failed"; done < /etc/mxvm/modules
+# A console on virtio (console=hvc0, as cloud-hypervisor's driver sets) exists only now.
+case " $(cat /proc/cmdline) " in
+  *" console=hvc0 "*) [ -c /dev/hvc0 ] && exec </dev/null >/dev/hvc0 2>&1 ;;
+esac
 read -r up _ < /proc/uptime; echo "mxvm-init: uptime $up: starting the guest agent"
 # A fixed hash seed: no getrandom() before the CRNG is ready on an entropy-poor TCG guest.
 PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/usr/lib/mxvm \\

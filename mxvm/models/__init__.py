@@ -1,6 +1,12 @@
 """The mxvm vocabulary as pydantic models. No I/O and no clock in this package."""
 
-from mxvm.models.agent import AssignedAllocation, NodeAllocations, Registered
+from mxvm.models.agent import (
+    AssignedAllocation,
+    ExecRequest,
+    ExecResult,
+    NodeAllocations,
+    Registered,
+)
 from mxvm.models.allocation import (
     TERMINAL,
     TRANSITIONS,
@@ -59,6 +65,8 @@ __all__ = [
     "EvalStatus",
     "EvalTrigger",
     "Evaluation",
+    "ExecRequest",
+    "ExecResult",
     "Job",
     "JobSpec",
     "JobStatus",

@@ -37,3 +37,21 @@ class Registered(BaseModel):
 
     node: Node
     heartbeat_ttl_s: float
+
+
+class ExecRequest(BaseModel):
+    """A further command to run in an allocation's running guest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    timeout_s: float | None = Field(default=60.0, gt=0, le=3600)
+
+
+class ExecResult(BaseModel):
+    stdout: str
+    stderr: str
+    exit_code: int
+    error: str | None = Field(default=None, description="why it could not start (126/127)")

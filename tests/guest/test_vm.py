@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import tempfile
@@ -150,6 +151,32 @@ async def test_shutdown_powers_the_guest_off(dev_image: ImagePaths, vm_dir: Path
         end = await sleeper.wait(timeout=60)
         assert end.signal == 15
         assert await asyncio.wait_for(vm.proc.wait(), 120) == 0
+    finally:
+        await _destroy(vm)
+
+
+async def test_serial_channel_as_under_cloud_hypervisor(
+    dev_image: ImagePaths, vm_dir: Path
+) -> None:
+    """Channel on the UART (ttyS0), console on virtio-console (hvc0): CH's layout."""
+    sock, console = vm_dir / "guest.sock", vm_dir / "console.log"
+    cmdline = guest_cmdline(console="hvc0", serial_channel="ttyS0")
+    argv = minimal_argv(dev_image, sock, cmdline=cmdline, console_log=console, serial_channel=True)
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+    vm = BootedVM(proc, sock, vm_dir / "none", console, await GuestClient.connect(sock, 30))
+    try:
+        await vm.client.wait_ready(timeout=BOOT_TIMEOUT_S)
+        cmdline_seen = await vm.client.exec(["cat", "/proc/cmdline"], timeout=120)
+        assert b"mxvm.channel=ttyS0" in cmdline_seen.stdout
+        made = await vm.client.exec(
+            ["sh", "-c", "head -c 65536 /dev/urandom > /tmp/r && sha256sum /tmp/r"], timeout=120
+        )
+        digest = made.stdout.split()[0].decode()
+        binary = await vm.client.exec(["cat", "/tmp/r"], timeout=120)
+        assert hashlib.sha256(binary.stdout).hexdigest() == digest
+        await vm.client.shutdown(grace_s=1.0)
+        assert await asyncio.wait_for(proc.wait(), 120) == 0
+        assert "guest agent exited with status 0" in console.read_text(errors="replace")
     finally:
         await _destroy(vm)
 
