@@ -36,6 +36,7 @@ py.buildPythonApplication {
     py.psutil
     py.nvidia-ml-py
     py.pyroute2
+    py.libvirt # libvirt-python: the libvirt driver
   ];
 
   optional-dependencies.libvirt = [ py.libvirt ];

@@ -1,11 +1,16 @@
 # The agent guest: the base profile plus mxvm's guest agent (`python3 -m mxvm.guest`),
-# started at boot on the virtio-serial port org.mxvm.guest.0. `system.build.mxvmImage` is
-# the same guest as an image directory the host agent accepts (kernel, initrd, store disk,
-# manifest.json); `microvm.declaredRunner` runs it standalone for development.
+# started at boot on the virtio-serial port org.mxvm.guest.0.
+#
+#   microvm.declaredRunner   runs it standalone, with microvm.nix's store disk
+#                            (`just vm-run-agent`)
+#   system.build.mxvmImage   the same guest as an mxvm image directory: vmlinuz, initrd.img
+#                            (with the store inside) and manifest.json, for the host
+#                            agent's services.mxvm.agent.images
 {
   config,
   lib,
   pkgs,
+  extendModules,
   ...
 }:
 
@@ -24,27 +29,25 @@ let
   portName = "org.mxvm.guest.0";
   kernelFile = pkgs.stdenv.hostPlatform.linux-kernel.target;
 
+  # The image variant: the store rides in the initrd (initrd-store.nix).
+  image = (extendModules { modules = [ ./initrd-store.nix ]; }).config;
+
+  # What mxvm.agent.images reads: paths relative to the image directory, the kernel command
+  # line words the guest needs (init=…), and the memory it needs to boot. Per-allocation
+  # words (mxvm.ip=… mxvm.gw=… mxvm.mac=…) are the host agent's to add.
   manifest = {
     format = "mxvm-nix-image/1";
     kernel = "vmlinuz";
     initrd = "initrd.img";
-    # Attached read-only as a virtio-blk disk; the guest mounts it by its label nix-store.
-    disks = [
-      {
-        path = "store.img";
-        read_only = true;
-        label = "nix-store";
-      }
-    ];
-    cmdline = toString config.microvm.kernelParams;
+    cmdline = toString image.microvm.kernelParams;
+    # The store image is unpacked into RAM from the initrd before it is mounted.
+    min_memory_mb = 1024;
     cmdline_hints.network = "mxvm.ip=A.B.C.D/N mxvm.gw=A.B.C.D mxvm.mac=MAC mxvm.dns=IP[,IP]";
     channel = {
       kind = "virtio-serial";
       port_name = portName;
     };
     machine_hints = "-M microvm,acpi=on (power button for system_powerdown)";
-    min_memory_mb = 256;
-    recommended_memory_mb = config.microvm.mem;
   };
 in
 {
@@ -93,9 +96,8 @@ in
 
   system.build.mxvmImage = pkgs.runCommand "mxvm-agent-guest-image" { } ''
     mkdir -p $out
-    ln -s ${config.microvm.kernel}/${kernelFile} $out/vmlinuz
-    ln -s ${config.microvm.initrdPath} $out/initrd.img
-    ln -s ${config.microvm.storeDisk} $out/store.img
+    ln -s ${image.microvm.kernel}/${kernelFile} $out/vmlinuz
+    ln -s ${image.system.build.initrdWithStore} $out/initrd.img
     cp ${pkgs.writeText "manifest.json" (builtins.toJSON manifest)} $out/manifest.json
   '';
 }

@@ -43,19 +43,23 @@ in
       { pkgs, ... }:
       {
         imports = [ self.nixosModules.agent ];
+        # The test driver starts nodes with `-cpu max`, which passes VMX/SVM through when
+        # the machine running the test has nested KVM: this node gets /dev/kvm for its
+        # microVMs (asserted below).
         virtualisation = {
           cores = 2;
-          memorySize = 2048;
-          # Expose VMX/SVM to this node so its microVMs get KVM (nested virtualisation);
-          # the agent falls back to TCG where /dev/kvm is missing, only slower.
-          qemu.options = [ "-cpu max" ];
+          memorySize = 3072;
         };
         services.mxvm.agent = {
           enable = true;
           agentTokenFile = "/etc/mxvm/agent-token";
           images.default = self.packages.${pkgs.stdenv.hostPlatform.system}.agent-guest-image;
+          # The coordinator calls the agent's API (logs, exec) at host:8471.
+          openFirewall = true;
           settings = {
             url = "http://coordinator:8470";
+            api_listen = "0.0.0.0:8471";
+            address = "host";
             reserved_memory_mb = 512;
           };
         };
@@ -88,7 +92,7 @@ in
             "type": "batch",
             "task": {
                 "image": "default",
-                "memory_mb": 512,
+                "memory_mb": 1024,  # the Nix image's min_memory_mb
                 "argv": ["sh", "-c", "echo hello from $(uname -r)"],
             },
         }

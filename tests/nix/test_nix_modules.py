@@ -297,17 +297,20 @@ def _requirement_name(requirement: str) -> str:
 
 def test_package_declares_exactly_pyprojects_dependencies() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    required = [_requirement_name(r) for r in project["dependencies"]]
-    libvirt = [_requirement_name(r) for r in project["optional-dependencies"]["libvirt"]]
     # nixpkgs names the libvirt bindings `libvirt`, PyPI `libvirt-python`.
     nix_names = {"libvirt-python": "libvirt"}
-    names = [*required, "setuptools", *(nix_names.get(n, n) for n in libvirt)]
-    pkg = evaluate_package(names)
+
+    def names(requirements: list[str]) -> list[str]:
+        return [nix_names.get(n, n) for n in map(_requirement_name, requirements)]
+
+    required = names(project["dependencies"])
+    libvirt = names(project["optional-dependencies"]["libvirt"])
+    pkg = evaluate_package(sorted({*required, *libvirt, "setuptools"}))
     assert pkg["pname"] == project["name"]
     assert pkg["version"] == project["version"]
     assert sorted(pkg["dependencies"]) == sorted(required)
     assert pkg["buildSystem"] == ["setuptools"]
-    assert pkg["optionalDependencies"] == {"libvirt": ["libvirt"]}
+    assert pkg["optionalDependencies"] == {"libvirt": libvirt}
     assert pkg["mainProgram"] in project["scripts"]
     # The build fails when the SQL package data is missing from the wheel.
     assert "mxvm/store" in pkg["postInstall"]
