@@ -68,3 +68,16 @@ def test_find_power_buttons(tmp_path: Path) -> None:
         (tmp_path / event / "device").mkdir(parents=True)
         (tmp_path / event / "device" / "name").write_text(name + "\n")
     assert power.find_power_buttons(tmp_path) == [Path("/dev/input/event0")]
+
+
+def test_serial_channel_from_cmdline() -> None:
+    from mxvm.guest.__main__ import parse_args, serial_channel
+
+    assert serial_channel("console=hvc0 mxvm.channel=ttyS0 quiet") == Path("/dev/ttyS0")
+    assert serial_channel("console=ttyS0 quiet") is None
+    assert serial_channel("mxvm.channel=../etc/passwd") is None
+    assert parse_args(["--listen", "/tmp/x.sock", "--no-net"]) == {
+        "port_name": "org.mxvm.guest.0", "no_net": True, "listen": "/tmp/x.sock",
+    }  # fmt: skip
+    with pytest.raises(SystemExit, match="unknown argument"):
+        parse_args(["--bogus"])

@@ -62,6 +62,13 @@ async def _destroy(vm: BootedVM) -> None:
         await vm.proc.wait()
 
 
+def _assert_clean_power_off(console: Path) -> None:
+    """The agent exited by itself and the kernel powered off (no panic, no abort)."""
+    text = console.read_text(errors="replace")
+    assert "guest agent exited with status 0" in text, text[-2000:]
+    assert "reboot: Power down" in text and "Kernel panic" not in text, text[-2000:]
+
+
 @pytest.fixture
 async def vm_dir() -> AsyncIterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="mxvm-vm-"))
@@ -151,6 +158,7 @@ async def test_shutdown_powers_the_guest_off(dev_image: ImagePaths, vm_dir: Path
         end = await sleeper.wait(timeout=60)
         assert end.signal == 15
         assert await asyncio.wait_for(vm.proc.wait(), 120) == 0
+        _assert_clean_power_off(vm.console)
     finally:
         await _destroy(vm)
 
@@ -195,5 +203,6 @@ async def test_acpi_power_button_powers_the_guest_off(dev_image: ImagePaths, vm_
             assert "return" in reply, reply
         writer.close()
         assert await asyncio.wait_for(vm.proc.wait(), 120) == 0
+        _assert_clean_power_off(vm.console)
     finally:
         await _destroy(vm)
