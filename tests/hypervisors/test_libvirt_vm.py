@@ -18,6 +18,7 @@ import stat
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -42,6 +43,7 @@ DAEMONS = (  # (binary, its socket, its pidfile); virtlogd first, libvirtd uses 
 )
 KVM = Path("/dev/kvm")
 BOOT_TIMEOUT_S = 180.0  # TCG on a busy 2-core machine
+SLEEP_FOREVER = "while true; do sleep 1; done"
 
 
 def _answers(sock: Path) -> bool:
@@ -100,19 +102,32 @@ def kvm_group_access() -> Iterator[None]:
         KVM.chmod(stat.S_IMODE(st.st_mode))
 
 
+@dataclass
+class Daemons:
+    uri: str
+    started: dict[str, int]  # binary -> pid, for the daemons this session started
+
+    def restart_libvirtd(self) -> None:
+        _stop(self.started.pop("libvirtd"))
+        binary, sock, pidfile = DAEMONS[1]
+        pid = _start_daemon(binary, sock, pidfile)
+        assert pid is not None
+        self.started[binary] = pid
+
+
 @pytest.fixture(scope="session")
-def libvirtd() -> Iterator[str]:
+def libvirtd() -> Iterator[Daemons]:
     if os.geteuid() != 0:
         pytest.skip("qemu:///system needs root")
-    started: list[int] = []
+    daemons = Daemons(URI, {})
     with kvm_group_access():
         try:
             for binary, sock, pidfile in DAEMONS:
                 if (pid := _start_daemon(binary, sock, pidfile)) is not None:
-                    started.append(pid)
-            yield URI
+                    daemons.started[binary] = pid
+            yield daemons
         finally:
-            for pid in reversed(started):
+            for pid in reversed(daemons.started.values()):
                 _stop(pid)
 
 
@@ -125,15 +140,15 @@ def dev_image() -> ImagePaths:
 
 
 @pytest.fixture
-async def driver(libvirtd: str) -> AsyncIterator[LibvirtDriver]:
-    drv = LibvirtDriver(libvirtd, domain_type="qemu")
+async def driver(libvirtd: Daemons) -> AsyncIterator[LibvirtDriver]:
+    drv = LibvirtDriver(libvirtd.uri, domain_type="qemu")
     yield drv
     await drv.close()
 
 
 @pytest.fixture
-async def conn(libvirtd: str) -> AsyncIterator[Connection]:
-    c = Connection(libvirtd)
+async def conn(libvirtd: Daemons) -> AsyncIterator[Connection]:
+    c = Connection(libvirtd.uri)
     yield c
     await c.close()
 
@@ -157,6 +172,21 @@ def qemu_processes(alloc_id: str) -> list[int]:
         for p in psutil.process_iter(["cmdline"])
         if any(marker in arg for arg in (p.info["cmdline"] or []))
     ]
+
+
+def busybox_spec(short_dir: Path, kernel: Path, body: str, alloc_id: str) -> VmSpec:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (apt-get install busybox-static)")
+    return VmSpec(
+        alloc_id=alloc_id,
+        name=f"libvirt-{alloc_id}",
+        vcpus=1,
+        memory_mb=128,
+        kernel=kernel,
+        initrd=build_initramfs(short_dir / "i.gz", Path(busybox), body),
+        run_dir=short_dir / "run",
+    )
 
 
 async def until_console(spec: VmSpec, text: str) -> None:
@@ -234,19 +264,7 @@ async def test_dev_guest_boots_runs_a_command_and_powers_off(
 async def test_guest_ignoring_the_power_button_is_killed_after_the_grace(
     driver: LibvirtDriver, conn: Connection, dev_image: ImagePaths, short_dir: Path
 ) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed (apt-get install busybox-static)")
-    initrd = build_initramfs(short_dir / "i.gz", Path(busybox), "while true; do sleep 1; done")
-    spec = VmSpec(
-        alloc_id="lv-bb",
-        name="libvirt-busybox",
-        vcpus=1,
-        memory_mb=128,
-        kernel=dev_image.kernel,
-        initrd=initrd,
-        run_dir=short_dir / "run",
-    )
+    spec = busybox_spec(short_dir, dev_image.kernel, SLEEP_FOREVER, "lv-bb")
     handle = await driver.start(spec)
     try:
         await until_console(spec, "mxvm-test-guest: userspace up")
@@ -261,25 +279,36 @@ async def test_guest_ignoring_the_power_button_is_killed_after_the_grace(
 async def test_init_exiting_is_a_crash_with_the_panic_as_reason(
     driver: LibvirtDriver, conn: Connection, dev_image: ImagePaths, short_dir: Path
 ) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed (apt-get install busybox-static)")
-    initrd = build_initramfs(short_dir / "i.gz", Path(busybox), "exit 7")
-    spec = VmSpec(
-        alloc_id="lv-panic",
-        name="libvirt-panic",
-        vcpus=1,
-        memory_mb=128,
-        kernel=dev_image.kernel,
-        initrd=initrd,
-        run_dir=short_dir / "run",
-    )
+    spec = busybox_spec(short_dir, dev_image.kernel, "exit 7", "lv-panic")
     handle = await driver.start(spec)
     try:
         async with asyncio.timeout(BOOT_TIMEOUT_S):
             status = await driver.wait(handle)
         assert status.state is VmState.CRASHED
         assert "Kernel panic" in status.reason and "Attempted to kill init" in status.reason
+    finally:
+        await driver.destroy(handle)
+    await assert_gone(conn, handle)
+
+
+async def test_vm_survives_a_libvirtd_restart(
+    libvirtd: Daemons,
+    driver: LibvirtDriver,
+    conn: Connection,
+    dev_image: ImagePaths,
+    short_dir: Path,
+) -> None:
+    if "libvirtd" not in libvirtd.started:
+        pytest.skip("libvirtd ran before these tests; they restart only a daemon they started")
+    spec = busybox_spec(short_dir, dev_image.kernel, SLEEP_FOREVER, "lv-restart")
+    handle = await driver.start(spec)
+    try:
+        await until_console(spec, "mxvm-test-guest: userspace up")
+        await asyncio.to_thread(libvirtd.restart_libvirtd)
+        # The same driver (and connection) carries on: reads reconnect once.
+        assert (await driver.inspect(handle)).state is VmState.RUNNING
+        assert await driver.recover(spec.alloc_id, spec.run_dir) == handle
+        assert qemu_processes(spec.alloc_id) == [handle.pid]
     finally:
         await driver.destroy(handle)
     await assert_gone(conn, handle)

@@ -172,16 +172,36 @@ class Connection:
                     raise LibvirtUnavailable(err.detail, code=err.code) from exc
             return self._conn
 
-    async def _run(self, what: str, fn: Callable[[Any], T]) -> T:
-        def call() -> T:
-            try:
-                return fn(self._connection())
-            except libvirt.libvirtError as exc:
-                raise translate(exc, what) from exc
+    def _lost(self) -> bool:
+        """True when the open connection has died (libvirtd restarted or went away)."""
+        with self._lock:
+            conn = self._conn
+        try:
+            return conn is not None and conn.isAlive() != 1
+        except libvirt.libvirtError:
+            return True
 
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        try:
+            return fn(self._connection())
+        except libvirt.libvirtError as exc:
+            err = translate(exc, what)
+            if type(err) is LibvirtError and self._lost():
+                err = LibvirtUnavailable(err.detail, code=err.code)
+            raise err from exc
+
+    async def _run(self, what: str, fn: Callable[[Any], T], *, retry: bool = False) -> T:
+        """`fn(connection)` in a worker thread; `retry`: once more on a fresh connection
+        if the old one turns out dead (only for calls that are safe to repeat)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await asyncio.to_thread(call)
+                try:
+                    return await asyncio.to_thread(self._call, what, fn)
+                except LibvirtUnavailable:
+                    if not retry:
+                        raise
+                    log.info("libvirt.reconnect uri=%s", self.uri)
+                    return await asyncio.to_thread(self._call, what, fn)
         except TimeoutError as exc:
             raise LibvirtError(f"{what}: no answer from {self.uri} in {self._timeout_s}s") from exc
 
@@ -201,16 +221,16 @@ class Connection:
 
     async def connect(self) -> None:
         """Open the connection now (every call opens it on demand anyway)."""
-        await self._run(f"connect to {self.uri}", lambda c: None)
+        await self._run(f"connect to {self.uri}", lambda c: None, retry=True)
 
     async def hypervisor(self) -> str:
         """The driver's name, e.g. "QEMU" or "TEST"."""
-        result: str = await self._run("getType", lambda c: c.getType())
+        result: str = await self._run("getType", lambda c: c.getType(), retry=True)
         return result
 
     async def library_version(self) -> int:
         """libvirt's version as major * 1_000_000 + minor * 1000 + release."""
-        result: int = await self._run("getLibVersion", lambda c: c.getLibVersion())
+        result: int = await self._run("getLibVersion", lambda c: c.getLibVersion(), retry=True)
         return result
 
     # -- domains ---------------------------------------------------------------------
@@ -236,7 +256,9 @@ class Connection:
         return await self._run("define and start the domain", call)
 
     async def info(self, name: str) -> DomainInfo:
-        return await self._run(f"look up domain {name}", lambda c: _info(c.lookupByName(name)))
+        return await self._run(
+            f"look up domain {name}", lambda c: _info(c.lookupByName(name)), retry=True
+        )
 
     async def names(self, prefix: str = "") -> list[str]:
         """Every domain libvirt knows (running or defined) whose name starts with `prefix`."""
@@ -244,7 +266,7 @@ class Connection:
         def call(c: Any) -> list[str]:
             return sorted(n for d in c.listAllDomains(0) if (n := d.name()).startswith(prefix))
 
-        return await self._run("list domains", call)
+        return await self._run("list domains", call, retry=True)
 
     async def shutdown(self, name: str) -> None:
         """Ask the guest to power off; returns at once.
