@@ -221,3 +221,17 @@ def test_ended_status_without_evidence_uses_libvirts_reason(tmp_path: Path) -> N
     console.write_text("")
     assert ended_status(record, None, console).reason == "killed after the grace period"
     assert STATE_FILE == "vm.json"
+
+
+async def test_stop_works_when_the_run_state_was_lost(
+    driver: LibvirtDriver, conn: Connection, short_dir: Path, images: tuple[Path, Path]
+) -> None:
+    spec = make_spec(short_dir, images)
+    handle = await driver.start(spec)
+    (spec.run_dir / STATE_FILE).unlink()
+    assert await driver.recover(spec.alloc_id, spec.run_dir) == handle  # libvirt knows it
+    status = await driver.stop(handle, grace_s=5)
+    assert (status.state, status.reason) == (VmState.STOPPED, "stopped on request")
+    info = await conn.info(f"mxvm-{spec.alloc_id}")
+    assert info.state is DomainState.SHUTOFF
+    await driver.destroy(handle)

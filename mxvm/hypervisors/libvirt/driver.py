@@ -252,9 +252,9 @@ class LibvirtDriver:
 
     async def stop(self, handle: VmHandle, grace_s: float) -> VmStatus:
         info = await self._live(handle)
-        record = load_record(handle.run_dir)
-        if info is None or record is None:
+        if info is None:
             return await self._ended(handle)
+        record = load_record(handle.run_dir) or self._rebuilt_record(handle, info)
         record.stop_requested = True
         save_record(handle.run_dir, record)
         try:
@@ -268,6 +268,18 @@ class LibvirtDriver:
             with contextlib.suppress(DomainNotFound, DomainStateError):
                 await self._conn.destroy(info.name)  # returns once QEMU is gone
         return await self._ended(handle)
+
+    def _rebuilt_record(self, handle: VmHandle, info: DomainInfo) -> DomainRecord:
+        """vm.json went missing under a running VM: enough of it to record how it ends."""
+        handle.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return DomainRecord(
+            alloc_id=handle.alloc_id,
+            domain=info.name,
+            uuid=info.uuid,
+            pid=handle.pid,
+            domain_type=self._domain_type or "unknown",
+            started_at=datetime.now(UTC),
+        )
 
     async def _ends_within(self, handle: VmHandle, seconds: float) -> bool:
         deadline = asyncio.get_running_loop().time() + seconds
