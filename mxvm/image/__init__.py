@@ -2,7 +2,7 @@
 runs the guest agent (mxvm.guest). `build_dev_image(dest)` builds or reuses it."""
 
 from mxvm.image.build import ImagePaths, build_dev_image, default_image_dir
-from mxvm.image.cmdline import guest_cmdline, host_tsc_khz
+from mxvm.image.cmdline import guest_cmdline, host_tsc_khz, identity_args
 from mxvm.image.errors import ImageBuildError
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "default_image_dir",
     "guest_cmdline",
     "host_tsc_khz",
+    "identity_args",
 ]

@@ -26,6 +26,30 @@ def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
     return None
 
 
+def identity_args(
+    *,
+    ip: ipaddress.IPv4Interface | str | None = None,
+    gateway: ipaddress.IPv4Address | str | None = None,
+    mac: str | None = None,
+    dns: list[str] | None = None,
+    hostname: str | None = None,
+) -> list[str]:
+    """Only the mxvm.* words the guest agent reads (for a driver that writes the rest of
+    the cmdline itself); omitted values are left out."""
+    words = []
+    if ip is not None:
+        words.append(f"mxvm.ip={ipaddress.IPv4Interface(ip).with_prefixlen}")
+    if gateway is not None:
+        words.append(f"mxvm.gw={ipaddress.IPv4Address(gateway)}")
+    if mac:
+        words.append(f"mxvm.mac={mac.lower()}")
+    if dns:
+        words.append("mxvm.dns=" + ",".join(str(ipaddress.ip_address(d)) for d in dns))
+    if hostname:
+        words.append(f"mxvm.hostname={hostname}")
+    return words
+
+
 def guest_cmdline(
     *,
     tcg: bool = True,
@@ -47,15 +71,6 @@ def guest_cmdline(
     khz = host_tsc_khz() if tcg else None
     if khz:
         words.append(f"tsc_early_khz={khz}")
-    if ip is not None:
-        words.append(f"mxvm.ip={ipaddress.IPv4Interface(ip).with_prefixlen}")
-    if gateway is not None:
-        words.append(f"mxvm.gw={ipaddress.IPv4Address(gateway)}")
-    if mac:
-        words.append(f"mxvm.mac={mac.lower()}")
-    if dns:
-        words.append("mxvm.dns=" + ",".join(str(ipaddress.ip_address(d)) for d in dns))
-    if hostname:
-        words.append(f"mxvm.hostname={hostname}")
+    words += identity_args(ip=ip, gateway=gateway, mac=mac, dns=dns, hostname=hostname)
     words += extra or []
     return " ".join(words)
