@@ -34,6 +34,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     ),
     "coord_ipv6": coordinator(listenAddress="::", agentTokensFile="/run/secrets/agents"),
     "coord_external": coordinator(
+        adminTokenFile="/run/secrets/admin",
         agentTokensFile="/run/secrets/agents",
         database={"createLocally": False, "urlFile": "/run/secrets/db"},
         redis={"createLocally": False, "urlFile": "/run/secrets/redis"},

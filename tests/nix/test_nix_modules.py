@@ -119,6 +119,7 @@ def test_external_backends_come_from_credentials(ev: dict[str, Evaluated]) -> No
     assert "database_url" not in values and "redis_url" not in values
     sc = e.service_config(COORD)
     assert sc["LoadCredential"] == [
+        "mxvm_admin_token:/run/secrets/admin",
         "mxvm_agent_tokens:/run/secrets/agents",
         "mxvm_database_url:/run/secrets/db",
         "mxvm_redis_url:/run/secrets/redis",
