@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,8 +22,7 @@ from mxvm.embedded import find_postgres_binaries, find_redis_server
 from tests.harness import free_port
 
 
-@pytest.fixture(scope="module")
-def up() -> Iterator[dict[str, str]]:
+def _up(*extra: str) -> Iterator[dict[str, str]]:
     try:
         find_postgres_binaries()
         find_redis_server()
@@ -31,11 +31,12 @@ def up() -> Iterator[dict[str, str]]:
     state = Path(tempfile.mkdtemp(prefix="mxvm-up-"))
     state.chmod(0o755)
     url = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "MXVM_STATE_DIR": str(state), "MXVM_URL": url}
+    bridge = f"mxvmt{secrets.token_hex(3)}"  # our own bridge, removed afterwards
+    env = {**os.environ, "MXVM_STATE_DIR": str(state), "MXVM_URL": url, "MXVM_BRIDGE": bridge}
     env.pop("MXVM_TOKEN", None)
     env.pop("MXVM_ADMIN_TOKEN", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mxvm", "up", "--listen", url.removeprefix("http://")],
+        [sys.executable, "-m", "mxvm", "up", "--listen", url.removeprefix("http://"), *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -44,7 +45,7 @@ def up() -> Iterator[dict[str, str]]:
     try:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # the first run may build the guest image
         while "mxvm is up" not in banner and time.monotonic() < deadline:
             banner = proc.stdout.readline()
             if proc.poll() is not None:
@@ -58,6 +59,13 @@ def up() -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(state, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[dict[str, str]]:
+    """`mxvm up` with the control plane only: nodes are registered by the tests."""
+    yield from _up("--no-agent")
 
 
 def mxvm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
