@@ -13,7 +13,7 @@ from typing import Any
 from mxvm.config import CoordinatorSettings
 from mxvm.coordinator.agent_calls import AgentCalls
 from mxvm.coordinator.watch import NodeWatch
-from mxvm.errors import BackendUnavailable
+from mxvm.errors import BackendUnavailable, InvalidSpec
 from mxvm.leases import Leases
 from mxvm.models import (
     Allocation,
@@ -48,10 +48,25 @@ class Coordinator:
 
     # --- jobs -----------------------------------------------------------------------------
     async def submit_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
+        await self._check_image_memory(spec)
         job, ev = await self.store.create_job(spec)
         log.info("job.submitted %s", job.id, extra={"job_id": job.id, "eval_id": ev.id})
         self.watch.wake_evaluator()
         return job, ev
+
+    async def _check_image_memory(self, spec: JobSpec) -> None:
+        """Refuse (422) memory below the image's minimum on every node that has the image:
+        such a guest could never boot. Nodes report `image.<name>.min_memory_mb`."""
+        key = f"image.{spec.task.image}.min_memory_mb"
+        minimums = [
+            int(n.attributes[key]) for n in await self.store.list_nodes() if key in n.attributes
+        ]
+        if minimums and spec.task.memory_mb < min(minimums):
+            raise InvalidSpec(
+                f"task.memory_mb {spec.task.memory_mb} is below image {spec.task.image!r}'s "
+                f"minimum of {min(minimums)} MiB",
+                errors=[{"field": "task.memory_mb", "message": f"must be >= {min(minimums)}"}],
+            )
 
     async def stop_job(self, job_id: str) -> tuple[Job, Evaluation | None]:
         job, ev = await self.store.stop_job(job_id)

@@ -114,3 +114,16 @@ async def test_agent_restart_readopts_the_running_vm(api: Api, tmp_path: Path) -
         assert second.starts == 0  # re-adopted, not restarted
         got = await api.ok("GET", f"/api/v1/allocations/{alloc['id']}")
         assert got["client_status"] == "running"
+
+
+async def test_memory_below_the_images_minimum_is_422(api: Api, tmp_path: Path) -> None:
+    fake_image(tmp_path / "images", min_memory_mb=512)
+    settings = agent_settings(api, tmp_path / "state")
+    async with running_agent(settings, {"fake": FakeDriver()}, tmp_path / "images"):
+        spec = job("small")
+        status, body, _ = await api.call("POST", "/api/v1/jobs", json=spec)
+        assert status == 422
+        assert body["errors"] == [{"field": "task.memory_mb", "message": "must be >= 512"}]
+        assert "minimum of 512 MiB" in body["detail"]
+        spec["task"]["memory_mb"] = 512
+        assert (await api.call("POST", "/api/v1/jobs", json=spec))[0] == 201
