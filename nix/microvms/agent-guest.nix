@@ -7,7 +7,6 @@
 #                            (with the store inside) and manifest.json, for the host
 #                            agent's services.mxvm.agent.images
 {
-  config,
   lib,
   pkgs,
   extendModules,

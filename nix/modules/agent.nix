@@ -12,8 +12,10 @@ let
     attrValues
     concatStringsSep
     elem
+    filterAttrs
     getExe
     hasPrefix
+    last
     literalExpression
     mapAttrsToList
     mkEnableOption
@@ -23,7 +25,9 @@ let
     mkPackageOption
     optional
     optionals
+    splitString
     stringLength
+    toInt
     types
     ;
 
@@ -36,7 +40,7 @@ let
   drivers = cfg.settings.drivers;
 
   configFile = settingsFormat.generate "mxvm-agent.toml" (
-    lib.filterAttrs (_: v: v != null) cfg.settings
+    filterAttrs (_: v: v != null) cfg.settings
   );
 
   iommuParams = {
@@ -60,8 +64,14 @@ let
     "vfio_iommu_type1"
   ];
 
-  apiPort = lib.toInt (lib.last (lib.splitString ":" cfg.settings.api_listen));
-  apiOnLoopback = lib.hasPrefix "127." cfg.settings.api_listen || lib.hasPrefix "[::1]" cfg.settings.api_listen;
+  apiPort = toInt (last (splitString ":" cfg.settings.api_listen));
+  apiOnLoopback = hasPrefix "127." cfg.settings.api_listen || hasPrefix "[::1]" cfg.settings.api_listen;
+
+  hostVolumes = attrValues cfg.settings.host_volumes;
+  # ProtectHome hides these trees entirely; ReadWritePaths cannot reopen a path inside.
+  volumeUnderHome = builtins.any (
+    p: hasPrefix "/home/" p || hasPrefix "/root/" p || hasPrefix "/run/user/" p
+  ) hostVolumes;
 
   # The agent writes /proc/sys (IPv4 forwarding for NAT) and /sys/bus/pci (VFIO binding).
   writesKernelTunables = cfg.settings.nat || gpu.enable;
@@ -326,14 +336,14 @@ in
           # VFIO pins all guest memory.
           LimitMEMLOCK = mkIf gpu.enable "infinity";
           ProtectKernelTunables = !writesKernelTunables;
-          ReadWritePaths = attrValues cfg.settings.host_volumes;
+          ReadWritePaths = hostVolumes;
+          ProtectHome = !volumeUnderHome;
 
           LockPersonality = true;
           NoNewPrivileges = true;
           PrivateTmp = true;
           ProtectClock = true;
           ProtectControlGroups = true;
-          ProtectHome = true;
           ProtectHostname = true;
           ProtectKernelLogs = true;
           ProtectKernelModules = true;

@@ -42,7 +42,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "coord_loopback_firewall": coordinator(openFirewall=True, agentTokensFile="/r/a"),
     "agent": agent(settings={"url": "http://coordinator:8470"}),
     "agent_api_open": agent(
-        openFirewall=True, settings={"api_listen": "0.0.0.0:8472", "address": "10.0.0.12"}
+        openFirewall=True,
+        settings={
+            "api_listen": "0.0.0.0:8472",
+            "address": "10.0.0.12",
+            "host_volumes": {"notebooks": "/home/alice/notebooks"},
+        },
     ),
     "agent_api_loopback_firewall": agent(openFirewall=True),
     "agent_gpu_nat": agent(

@@ -208,6 +208,9 @@ def test_agent_api_open_to_the_coordinator(ev: dict[str, Evaluated]) -> None:
     e = ev["agent_api_open"]
     assert (e.failed_assertions, e.warnings) == ([], [])
     assert e.raw["firewall"] == [8472]
+    sc = e.service_config(AGENT)
+    assert (sc["ProtectHome"], sc["ReadWritePaths"]) == (False, ["/home/alice/notebooks"])
+    assert ev["agent"].service_config(AGENT)["ProtectHome"] is True
     settings = AgentSettings(**e.settings(AGENT)[1])
     assert (settings.api_listen, settings.address) == ("0.0.0.0:8472", "10.0.0.12")
     assert ev["agent"].raw["firewall"] == []
