@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import queue
 import signal
 import threading
@@ -117,7 +116,7 @@ class GuestAgent:
             Ready(
                 agent_version=AGENT_VERSION,
                 protocol=PROTOCOL_VERSION,
-                kernel=platform.release(),
+                kernel=os.uname().release,
                 boot_s=self._boot_s,
                 warnings=list(warnings or []),
             )
@@ -255,7 +254,7 @@ class GuestAgent:
             nonce=nonce,
             agent_version=AGENT_VERSION,
             protocol=PROTOCOL_VERSION,
-            kernel=platform.release(),
+            kernel=os.uname().release,
             boot_s=self._boot_s,
             uptime_s=read_uptime(),
         )

@@ -142,6 +142,20 @@ async def test_reconnect_reports_main_command_state(shared_vm: BootedVM) -> None
     assert (await shared_vm.client.exec(["true"], timeout=60)).exit_code == 0
 
 
+async def test_output_made_while_no_host_is_connected_is_delivered_later(
+    shared_vm: BootedVM,
+) -> None:
+    """virtio-serial holds the guest's writes while no host is attached (host agent restart)."""
+    handle = await shared_vm.client.start_exec(["sh", "-c", "sleep 2; echo late; exit 5"])
+    await shared_vm.client.close()
+    await asyncio.sleep(5)  # the command prints and exits while nobody is connected
+    shared_vm.client = await GuestClient.connect(shared_vm.sock, timeout=30)
+    await shared_vm.client.wait_ready(timeout=60)
+    again = shared_vm.client.attach(handle.id)
+    assert b"".join([c.data async for c in again]) == b"late\n"
+    assert await again.exit_code(timeout=60) == 5
+
+
 async def _ensure_main_ran(vm: BootedVM) -> None:
     """Makes the reconnect test independent of test order: ensure `main` ran."""
     status = await vm.client.status(timeout=60)
