@@ -29,6 +29,7 @@ from mxvm.guest.client import GuestClient
 from mxvm.hypervisors import VmHandle, VmSpec, VmState
 from mxvm.hypervisors.libvirt import LibvirtDriver
 from mxvm.hypervisors.libvirt.conn import Connection, DomainNotFound
+from mxvm.hypervisors.qemu.kvm_probe import probe_kvm
 from mxvm.image import ImagePaths, build_dev_image, default_image_dir
 
 from .initramfs import build_initramfs
@@ -141,7 +142,8 @@ def dev_image() -> ImagePaths:
 
 @pytest.fixture
 async def driver(libvirtd: Daemons) -> AsyncIterator[LibvirtDriver]:
-    drv = LibvirtDriver(libvirtd.uri, domain_type="qemu")
+    # "auto": KVM where the qemu driver's probe boots a guest under it, TCG here.
+    drv = LibvirtDriver(libvirtd.uri, kvm_probe_timeout_s=8)
     yield drv
     await drv.close()
 
@@ -237,13 +239,16 @@ async def test_dev_guest_boots_runs_a_command_and_powers_off(
         mac=mac,
         run_dir=short_dir / "run",
     )
+    await driver.select_domain_type(spec.kernel)  # the KVM probe, kept out of the timing
     t0 = time.monotonic()
     handle = await driver.start(spec)
     start_s = time.monotonic() - t0
     try:
         assert qemu_processes(spec.alloc_id) == [handle.pid]
         assert (await driver.inspect(handle)).state is VmState.RUNNING
-        restarted = LibvirtDriver(URI, domain_type="qemu")  # a restarted agent
+        probe = await probe_kvm(driver.emulator, spec.kernel)
+        assert driver.capabilities().kvm is probe.usable
+        restarted = LibvirtDriver(URI)  # a restarted agent
         assert await restarted.recover(spec.alloc_id, spec.run_dir) == handle
         await restarted.close()
 

@@ -112,6 +112,11 @@ class LibvirtDriver:
     def name(self) -> str:
         return NAME
 
+    @property
+    def emulator(self) -> str:
+        """The QEMU binary libvirt runs (and the KVM probe tries)."""
+        return self._emulator
+
     def capabilities(self) -> Capabilities:
         """`kvm` is known after `select_domain_type()` (or the first start) on auto."""
         return Capabilities(
