@@ -37,10 +37,10 @@
         };
 
       agentGuest = lib.nixosSystem {
-        system = "x86_64-linux";
         modules = [
           microvm.nixosModules.microvm
           ./nix/microvms/agent-guest.nix
+          { nixpkgs.hostPlatform = "x86_64-linux"; }
         ];
       };
     in

@@ -93,7 +93,7 @@ in
     "virtserialport,chardev=mxvmch,name=${portName}"
   ];
 
-  system.build.mxvmImage = pkgs.runCommand "mxvm-agent-guest-image" { } ''
+  system.build.mxvmImage = pkgs.runCommand "mxvm-agent-guest-image" { passthru = { inherit manifest; }; } ''
     mkdir -p $out
     ln -s ${image.microvm.kernel}/${kernelFile} $out/vmlinuz
     ln -s ${image.system.build.initrdWithStore} $out/initrd.img

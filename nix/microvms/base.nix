@@ -35,8 +35,8 @@ in
     "button" # ACPI power button: QMP system_powerdown is a graceful stop
   ];
 
-  # A guest runs one job and is thrown away: no builder, docs or interactive logins.
+  # A guest runs one job and is thrown away: no Nix daemon, no documentation. (No login
+  # either: root has no password; the host reaches the guest through the guest agent.)
   nix.enable = false;
   documentation.enable = false;
-  users.mutableUsers = false;
 }

@@ -5,9 +5,9 @@
 #   nix-instantiate --eval --strict --json tests/nix/eval.nix \
 #     --argstr libPath /path/to/nixpkgs/lib --argstr scenariosJson '{"name": {...config...}}'
 #
-# A scenario is a NixOS configuration as JSON; a key "_flake": true evaluates the flake's
-# nixosModules.default + .coordinator (package defaulting, de-duplication) instead of
-# nix/modules/default.nix.
+# A scenario is a NixOS configuration as JSON, evaluated with nix/modules/default.nix; with
+# "_flake": true, with the flake's nixosModules.default + .coordinator instead (package
+# defaulting, de-duplication); with "_guest": true, with nix/microvms/agent-guest.nix.
 { libPath, scenariosJson }:
 
 let
@@ -19,6 +19,15 @@ let
     microvm = { };
   };
 
+  # lib.fileset (the guest's PYTHONPATH source) needs builtins.readFileType, Nix >= 2.14;
+  # with Debian's Nix 2.8 that one value is reported, not forced.
+  unevaluatedSource =
+    name: value:
+    if name == "PYTHONPATH" && !(builtins ? readFileType) then
+      "unevaluated: lib.fileset needs Nix >= 2.14"
+    else
+      value;
+
   modulesFor =
     scenario:
     if scenario._flake or false then
@@ -26,8 +35,23 @@ let
         flake.nixosModules.default
         flake.nixosModules.coordinator
       ]
+    else if scenario._guest or false then
+      [ ../../nix/microvms/agent-guest.nix ]
     else
       [ ../../nix/modules ];
+
+  # The agent guest's outputs: its image (manifest, build script) and its runner's QEMU args.
+  guestOutputs =
+    config:
+    let
+      image = config.system.build.mxvmImage;
+    in
+    {
+      imageScript = image.script;
+      inherit (image.passthru) manifest;
+      qemuExtraArgs = config.microvm.qemu.extraArgs;
+      runnerKernelParams = config.microvm.kernelParams;
+    };
 
   evalScenario =
     scenario:
@@ -37,7 +61,10 @@ let
           modules = [
             ./stubs.nix
             { _module.args.pkgs = pkgs; }
-            (removeAttrs scenario [ "_flake" ])
+            (removeAttrs scenario [
+              "_flake"
+              "_guest"
+            ])
           ]
           ++ modulesFor scenario;
         })
@@ -49,10 +76,10 @@ let
           requires
           wants
           wantedBy
-          environment
           serviceConfig
           unitConfig
           ;
+        environment = lib.mapAttrs unevaluatedSource u.environment;
         path = map (p: p.name) u.path;
       };
     in
@@ -70,6 +97,7 @@ let
       };
       users = lib.attrNames config.users.users;
       tmpfiles = config.systemd.tmpfiles.rules;
-    };
+    }
+    // lib.optionalAttrs (scenario._guest or false) { guest = guestOutputs config; };
 in
 lib.mapAttrs (_: evalScenario) (builtins.fromJSON scenariosJson)

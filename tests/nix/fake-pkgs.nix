@@ -34,6 +34,22 @@ in
   cloud-hypervisor = fakeDrv "cloud-hypervisor";
   nftables = fakeDrv "nft";
 
+  # The guest's packages, and the microvm.nix outputs the stubs stand in for.
+  python3 = fakeDrv "python3";
+  iproute2 = fakeDrv "iproute2";
+  nettools = fakeDrv "nettools";
+  coreutils = fakeDrv "coreutils";
+  bash = fakeDrv "bash";
+  cpio = fakeDrv "cpio";
+  linux = fakeDrv "linux";
+  initrd = fakeDrv "initrd";
+  storeDisk = fakeDrv "store-disk.erofs";
+  stdenv.hostPlatform.linux-kernel.target = "bzImage";
+
+  # Derivations whose build script a test may read.
+  runCommand = name: env: script: fakeDrv name // { inherit script; passthru = env.passthru or { }; };
+  writeText = name: text: fakeDrv name // { inherit text; };
+
   # What the flake's modules call to build the default package.
   callPackage = path: _args: fakeDrv "mxvm-from-${baseNameOf path}";
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 COORD = "mxvm-coordinator"
+GUEST = "mxvm-guest"
 AGENT = "mxvm-agent"
 FAKE_IMAGE = {
     "type": "derivation",
@@ -75,6 +76,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         }
     },
     "flake_modules": {"_flake": True, **coordinator(agentTokensFile="/r/a")},
+    "guest": {"_guest": True},
 }
 
 # Each bad combination, and the option its assertion message must name.

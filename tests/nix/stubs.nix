@@ -1,7 +1,12 @@
 # Just the NixOS options mxvm's modules set or read, declared with types close enough to
 # nixpkgs' that evalModules merges our definitions the way NixOS would (lists
 # concatenate, attrsets merge, mkIf/mkDefault resolve). Not NixOS: no activation, no units.
-{ lib, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 
 let
   inherit (lib) mkOption types;
@@ -35,7 +40,8 @@ let
         default = [ ];
       };
       environment = mkOption {
-        type = types.attrsOf types.str;
+        # lazy (NixOS: attrsOf), so eval.nix may leave one value unforced
+        type = types.lazyAttrsOf types.str;
         default = { };
       };
       serviceConfig = mkOption {
@@ -118,5 +124,48 @@ in
       type = types.attrsOf freeform;
       default = { };
     };
+
+    # For the microVM guests (nix/microvms): NixOS basics and the microvm.nix options used.
+    system.stateVersion = mkOption { type = types.str; };
+    system.build = mkOption {
+      type = types.lazyAttrsOf types.raw;
+      default = { };
+    };
+    networking.useDHCP = mkOption { type = types.bool; };
+    networking.dhcpcd.enable = mkOption { type = types.bool; };
+    networking.firewall.enable = mkOption { type = types.bool; };
+    boot.initrd.availableKernelModules = listOfStr;
+    nix.enable = mkOption { type = types.bool; };
+    documentation.enable = mkOption { type = types.bool; };
+    fileSystems = mkOption {
+      type = types.attrsOf freeform;
+      default = { };
+    };
+    microvm = {
+      hypervisor = mkOption { type = types.enum [ "qemu" "cloud-hypervisor" ]; };
+      vcpu = mkOption { type = types.ints.positive; };
+      mem = mkOption { type = types.ints.positive; };
+      interfaces = mkOption { type = types.listOf types.attrs; };
+      shares = mkOption { type = types.listOf types.attrs; };
+      qemu.extraArgs = listOfStr;
+      # microvm.nix derives these from the system; the stub names the /nix/store device, so
+      # a test can tell which configuration (runner or image variant) a value came from.
+      kernelParams = mkOption {
+        type = types.listOf types.str;
+        default = [
+          "init=/nix/store/00000000000000000000000000000000-toplevel/init"
+          "stub.store=${config.fileSystems."/nix/store".device or "store-disk"}"
+        ];
+      };
+      kernel = mkOption { type = types.raw; };
+      initrdPath = mkOption { type = types.str; };
+      storeDisk = mkOption { type = types.str; };
+    };
+  };
+
+  config.microvm = {
+    kernel = pkgs.linux;
+    initrdPath = "${pkgs.initrd}/initrd";
+    storeDisk = "${pkgs.storeDisk}";
   };
 }

@@ -13,9 +13,15 @@ from typing import Any
 import pytest
 
 from tests.nix.conftest import Evaluated
-from tests.nix.scenarios import AGENT, COORD
+from tests.nix.scenarios import AGENT, COORD, GUEST
 
-CASES = [("coord", COORD), ("coord_external", COORD), ("agent", AGENT), ("agent_gpu_nat", AGENT)]
+CASES = [
+    ("coord", COORD),
+    ("coord_external", COORD),
+    ("agent", AGENT),
+    ("agent_gpu_nat", AGENT),
+    ("guest", GUEST),
+]
 
 
 def systemd_value(value: Any) -> str:
@@ -39,7 +45,8 @@ def render(unit: dict[str, Any]) -> str:
     service = dict(unit["serviceConfig"])
     service["ExecStart"] = "/bin/true " + service["ExecStart"].split(" ", 1)[1]
     env = dict(unit["environment"])
-    env["MXVM_CONFIG"] = env["MXVM_CONFIG"].partition("#")[0]  # drop the test's JSON
+    if "MXVM_CONFIG" in env:
+        env["MXVM_CONFIG"] = env["MXVM_CONFIG"].partition("#")[0]  # drop the test's JSON
     lists = {k.capitalize(): " ".join(unit[k]) for k in ("after", "wants", "requires")}
     head = {"Description": "mxvm unit under test", **lists, **unit["unitConfig"]}
     return "\n".join(
