@@ -319,33 +319,44 @@ class GuestClient:
             return
         self._dispatch(frame)
 
-    def _dispatch(self, frame: GuestFrame) -> None:  # noqa: C901 - one arm per frame type
+    def _dispatch(self, frame: GuestFrame) -> None:
         match frame:
-            case Output() | Exit() if frame.id in self._abandoned:
-                if isinstance(frame, Exit):
-                    self._abandoned.discard(frame.id)
-            case Output():
-                self.attach(frame.id)._feed(frame)
-            case Exit():
-                self.attach(frame.id)._finish(frame)
-            case Ready() | Pong() if not self._ready.done():
-                self._ready.set_result(_ready_info(frame))
-            case Pong():
-                fut = self._pongs.get(frame.nonce)
-                if fut is not None and not fut.done():
-                    fut.set_result(frame)
+            case Output() | Exit():
+                self._on_command_frame(frame)
+            case Ready() | Pong():
+                self._on_ready_or_pong(frame)
             case Status():
-                while self._statuses:
-                    fut_s = self._statuses.popleft()
-                    if not fut_s.done():
-                        fut_s.set_result(frame)
+                while self._statuses:  # replies come in request order; skip timed-out ones
+                    fut = self._statuses.popleft()
+                    if not fut.done():
+                        fut.set_result(frame)
                         break
-            case Error() if frame.id is not None and frame.id in self._handles:
-                self._handles[frame.id]._fail(GuestCommandRejected(frame.message, id=frame.id))
             case Error():
-                log.warning("guest.error sock=%s message=%s", self.sock_path, frame.message)
-            case _:
-                pass
+                self._on_error(frame)
+
+    def _on_command_frame(self, frame: Output | Exit) -> None:
+        if frame.id in self._abandoned:
+            if isinstance(frame, Exit):
+                self._abandoned.discard(frame.id)
+        elif isinstance(frame, Output):
+            self.attach(frame.id)._feed(frame)
+        else:
+            self.attach(frame.id)._finish(frame)
+
+    def _on_ready_or_pong(self, frame: Ready | Pong) -> None:
+        if not self._ready.done():
+            self._ready.set_result(_ready_info(frame))
+        if isinstance(frame, Pong):
+            fut = self._pongs.get(frame.nonce)
+            if fut is not None and not fut.done():
+                fut.set_result(frame)
+
+    def _on_error(self, frame: Error) -> None:
+        handle = self._handles.get(frame.id) if frame.id is not None else None
+        if handle is not None:
+            handle._fail(GuestCommandRejected(frame.message, id=frame.id))
+        else:
+            log.warning("guest.error sock=%s message=%s", self.sock_path, frame.message)
 
     def _lose(self, exc: GuestError) -> None:
         if self._lost is not None:

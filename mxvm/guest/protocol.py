@@ -169,9 +169,9 @@ class Error:
     type: Literal["error"] = "error"
 
 
-HostFrame = Union[Run, Exec, Signal, StatusRequest, Ping, Shutdown]  # noqa: UP007
-GuestFrame = Union[Ready, Output, Exit, Status, Pong, Error]  # noqa: UP007
-Frame = Union[HostFrame, GuestFrame]  # noqa: UP007
+HostFrame = Run | Exec | Signal | StatusRequest | Ping | Shutdown
+GuestFrame = Ready | Output | Exit | Status | Pong | Error
+Frame = HostFrame | GuestFrame
 
 HOST_FRAMES: dict[str, type[Any]] = {
     c.type: c for c in (Run, Exec, Signal, StatusRequest, Ping, Shutdown)
