@@ -7,17 +7,34 @@
 #
 # A scenario is a NixOS configuration as JSON, evaluated with nix/modules/default.nix; with
 # "_flake": true, with the flake's nixosModules.default + .coordinator instead (package
-# defaulting, de-duplication); with "_guest": true, with nix/microvms/agent-guest.nix.
+# defaulting, de-duplication); with "_guest": true, with nix/microvms/agent-guest.nix; with
+# "_vmtestNode": NAME, with that node of nix/tests/vm-test.nix (plus its testScript).
 { libPath, scenariosJson }:
 
 let
   lib = import libPath;
   pkgs = import ./fake-pkgs.nix { inherit lib; };
+  # flake.nix's outputs over a stand-in nixpkgs: lib, the fake pkgs for every system, and a
+  # nixosSystem that evaluates against the stub options.
+  nixpkgs = {
+    lib = lib // {
+      nixosSystem =
+        { modules, ... }:
+        lib.evalModules {
+          modules = modules ++ [
+            ./stubs.nix
+            { _module.args.pkgs = pkgs; }
+          ];
+        };
+    };
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: pkgs);
+  };
   flake = (import ../../flake.nix).outputs {
     self = flake;
-    nixpkgs = { inherit lib; };
-    microvm = { };
+    inherit nixpkgs;
+    microvm.nixosModules.microvm = { };
   };
+  vmTest = import ../../nix/tests/vm-test.nix { self = flake; };
 
   # lib.fileset (the guest's PYTHONPATH source) needs builtins.readFileType, Nix >= 2.14;
   # with Debian's Nix 2.8 that one value is reported, not forced.
@@ -37,6 +54,8 @@ let
       ]
     else if scenario._guest or false then
       [ ../../nix/microvms/agent-guest.nix ]
+    else if scenario ? _vmtestNode then
+      [ vmTest.nodes.${scenario._vmtestNode} ]
     else
       [ ../../nix/modules ];
 
@@ -64,6 +83,7 @@ let
             (removeAttrs scenario [
               "_flake"
               "_guest"
+              "_vmtestNode"
             ])
           ]
           ++ modulesFor scenario;
@@ -97,7 +117,9 @@ let
       };
       users = lib.attrNames config.users.users;
       tmpfiles = config.systemd.tmpfiles.rules;
+      etc = lib.attrNames config.environment.etc;
     }
-    // lib.optionalAttrs (scenario._guest or false) { guest = guestOutputs config; };
+    // lib.optionalAttrs (scenario._guest or false) { guest = guestOutputs config; }
+    // lib.optionalAttrs (scenario ? _vmtestNode) { inherit (vmTest) name testScript; };
 in
 lib.mapAttrs (_: evalScenario) (builtins.fromJSON scenariosJson)

@@ -44,7 +44,10 @@ in
   linux = fakeDrv "linux";
   initrd = fakeDrv "initrd";
   storeDisk = fakeDrv "store-disk.erofs";
-  stdenv.hostPlatform.linux-kernel.target = "bzImage";
+  stdenv.hostPlatform = {
+    system = "x86_64-linux";
+    linux-kernel.target = "bzImage";
+  };
 
   # Derivations whose build script a test may read.
   runCommand = name: env: script: fakeDrv name // { inherit script; passthru = env.passthru or { }; };

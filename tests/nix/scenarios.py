@@ -77,6 +77,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "flake_modules": {"_flake": True, **coordinator(agentTokensFile="/r/a")},
     "guest": {"_guest": True},
+    "vmtest_coordinator": {"_vmtestNode": "coordinator"},
+    "vmtest_host": {"_vmtestNode": "host"},
 }
 
 # Each bad combination, and the option its assertion message must name.

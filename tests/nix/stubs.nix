@@ -125,6 +125,15 @@ in
       default = { };
     };
 
+    # For the VM test's nodes and the flake's nixosSystem.
+    environment.systemPackages = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+    };
+    virtualisation.cores = mkOption { type = types.ints.positive; };
+    virtualisation.memorySize = mkOption { type = types.ints.positive; };
+    nixpkgs.hostPlatform = mkOption { type = types.str; };
+
     # For the microVM guests (nix/microvms): NixOS basics and the microvm.nix options used.
     system.stateVersion = mkOption { type = types.str; };
     system.build = mkOption {
