@@ -317,3 +317,23 @@ async def test_vm_survives_a_libvirtd_restart(
     finally:
         await driver.destroy(handle)
     await assert_gone(conn, handle)
+
+
+async def test_qemu_killed_is_a_crash(
+    driver: LibvirtDriver, conn: Connection, dev_image: ImagePaths, short_dir: Path
+) -> None:
+    spec = busybox_spec(short_dir, dev_image.kernel, SLEEP_FOREVER, "lv-kill")
+    handle = await driver.start(spec)
+    try:
+        waiter = asyncio.create_task(driver.wait(handle))
+        await until_console(spec, "mxvm-test-guest: userspace up")
+        assert not waiter.done()
+        os.kill(handle.pid, signal.SIGKILL)
+        async with asyncio.timeout(60):
+            status = await waiter
+        # libvirt sees QEMU's monitor hang up without a shutdown: shut off (crashed).
+        assert (status.state, status.reason) == (VmState.CRASHED, "QEMU crashed")
+        assert status.pid == handle.pid
+    finally:
+        await driver.destroy(handle)
+    await assert_gone(conn, handle)

@@ -33,6 +33,7 @@ from mxvm.hypervisors.libvirt.conn import (
     Connection,
     DomainInfo,
     DomainNotFound,
+    DomainState,
     DomainStateError,
     LibvirtError,
 )
@@ -236,6 +237,8 @@ class LibvirtDriver:
         halted = halted_reason(handle.run_dir / "console.log")
         if halted is not None:
             return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=halted)
+        if info.state is DomainState.CRASHED:  # on_crash other than destroy keeps QEMU
+            return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason="guest crashed")
         return VmStatus(state=VmState.RUNNING, pid=handle.pid, reason=info.state.name.lower())
 
     async def wait(self, handle: VmHandle) -> VmStatus:
