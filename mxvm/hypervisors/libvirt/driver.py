@@ -132,7 +132,8 @@ class LibvirtDriver:
         await self._conn.close()
 
     async def select_domain_type(self, kernel: Path | None) -> DomainType:
-        """ "kvm" when configured or (auto) when the qemu driver's KVM probe boots `kernel`."""
+        """The domain type: as configured, or (auto) "kvm" when the qemu driver's KVM probe
+        boots `kernel` under KVM, else "qemu" (TCG)."""
         async with self._probe_lock:
             if self._domain_type is None:
                 probe = await probe_kvm(self._emulator, kernel, timeout_s=self._kvm_probe_timeout_s)
