@@ -14,12 +14,13 @@ py.buildPythonApplication {
   version = "0.1.0";
   pyproject = true;
 
-  # Only what the wheel needs: a change to tests, nix/ or the justfile rebuilds nothing.
+  # Only what the wheel needs: a change to tests, nix/ or the justfile rebuilds nothing,
+  # and a working tree's __pycache__ stays out.
   src = lib.fileset.toSource {
     inherit root;
     fileset = lib.fileset.unions [
       ../pyproject.toml
-      ../mxvm
+      (lib.fileset.fileFilter (file: file.hasExt "py" || file.hasExt "sql") ../mxvm)
       # pyproject names README.md as the long description; tolerate its absence.
       (lib.fileset.maybeMissing ../README.md)
     ];

@@ -21,7 +21,7 @@ let
     fileset = lib.fileset.unions [
       ../../mxvm/__init__.py
       ../../mxvm/errors.py
-      ../../mxvm/guest
+      (lib.fileset.fileFilter (file: file.hasExt "py") ../../mxvm/guest)
     ];
   };
 

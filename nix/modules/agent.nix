@@ -43,6 +43,9 @@ let
     filterAttrs (_: v: v != null) cfg.settings
   );
 
+  # AMD's IOMMU is on wherever the firmware enables it; amd_iommu=on is the conventional
+  # explicit switch (and what the assertion below looks for). iommu=pt: host devices
+  # keep identity mappings, so only passed-through devices pay for translation.
   iommuParams = {
     intel = [
       "intel_iommu=on"
