@@ -96,6 +96,12 @@ class AllocRunner:
                 outcome = await self._attempt()
             while self._restart_due(outcome):
                 outcome = await self._restart(outcome)
+        except asyncio.CancelledError:
+            # Agent shutdown: let go of the guest channel (the VM serves one connection at a
+            # time, and the next agent must get it), but leave the VM running.
+            if self.attempt.guest is not None:
+                await self.attempt.guest.close()
+            raise
         except Exception as exc:  # a bug must end the allocation, not the agent
             log.exception("alloc.runner_crashed %s", self.alloc_id)
             outcome = Outcome(code=None, reason=f"agent error: {exc}")
@@ -163,15 +169,18 @@ class AllocRunner:
             socket = adopted.run_dir / "guest.sock"  # VmSpec.guest_socket
             guest = await GuestClient.connect(socket, timeout=30)
             self.attempt.guest = guest
+            # Attach before anything else: the guest flushes the output it held while no
+            # host was connected as soon as we are, and frames for unknown ids are dropped.
+            main_id = self.record.main_cmd_id
+            run = guest.attach(main_id) if main_id else None
             await guest.wait_ready(30)
             st = await guest.status()
         except GuestError as exc:
             return Outcome(code=None, reason=f"guest agent unreachable after restart: {exc.detail}")
-        if st.main_state == "exited" and st.main_code is not None:
-            return Outcome(code=st.main_code, reason="")
-        if st.main_id is None:
+        if run is None or st.main_id != main_id:
             return Outcome(code=None, reason="main command was never started")
-        run = guest.attach(st.main_id)
+        if st.main_state == "exited" and st.main_code is not None and run.done:
+            return Outcome(code=st.main_code, reason="")
         return await supervise_guest(driver, adopted, run, self.log_path, self.stop_requested)
 
     async def _running(self, message: str) -> None:

@@ -60,8 +60,13 @@ async def supervise_guest(
             return Outcome(
                 code=None, reason=f"VM ended before the command did: {st.reason or st.state.value}"
             )
-        exc = exited.exception()
-        return Outcome(code=None, reason=f"lost the guest agent: {exc}")
+        # The channel dropped: usually because the VM itself died. Give the driver a moment
+        # to see that, so the reason names the real cause.
+        with contextlib.suppress(TimeoutError):
+            st = await asyncio.wait_for(asyncio.shield(vm_end), 5)
+            why = st.reason or st.state.value
+            return Outcome(code=None, reason=f"VM ended before the command did: {why}")
+        return Outcome(code=None, reason=f"lost the guest agent: {exited.exception()}")
     finally:
         for t in (pump, exited, vm_end, stopping):
             t.cancel()

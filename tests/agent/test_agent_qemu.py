@@ -1,0 +1,244 @@
+"""The agent running real TCG microVMs: exit codes and logs, stop and crash clean-up (VM
+process, tap, IP lease), networking on a bridge the test creates, and re-adoption after an
+agent restart. The bridge lives in the host namespace because QEMU opens the tap there; it
+and its taps are the test's own and are removed afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import psutil
+import pytest
+
+from mxvm.agent.agent import Agent
+from mxvm.hypervisors.qemu.driver import QemuDriver
+from mxvm.image import build_dev_image, default_image_dir
+from mxvm.net import NodeNetwork
+from tests.agent.conftest import agent_settings, running_agent
+from tests.harness import Api, running, settings_for
+
+pytestmark = [pytest.mark.vm, pytest.mark.privileged]
+POOL = "10.213.0.0/16"
+
+
+@pytest.fixture(scope="session")
+def images() -> Path:
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root for the bridge and taps")
+    build_dev_image(default_image_dir())
+    return default_image_dir().parent
+
+
+_ACCEL: list[Literal["kvm", "tcg"]] = []
+
+
+async def qemu() -> QemuDriver:
+    """A fresh driver (as after an agent restart), probing KVM only once per session."""
+    if not _ACCEL:
+        kernel = default_image_dir() / "vmlinuz"
+        _ACCEL.append(await QemuDriver().select_accel(kernel))
+    return QemuDriver(accel=_ACCEL[0])
+
+
+@pytest.fixture
+async def vmapi(pg_dsn: str, redis_url: str) -> AsyncIterator[Api]:
+    async with running(settings_for(pg_dsn, redis_url, node_subnet_pool=POOL)) as a:
+        yield a
+
+
+@pytest.fixture
+async def bridge() -> AsyncIterator[NodeNetwork]:
+    net = NodeNetwork(f"mxvmt{secrets.token_hex(3)}")
+    try:
+        yield net
+    finally:
+        await net.teardown()
+        await net.close()
+
+
+def vm_job(name: str, argv: list[str], **kw: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "type": "batch",
+        "task": {"driver": "qemu", "argv": argv, "memory_mb": 192},
+        "restart": {"attempts": 0},
+        "reschedule": {"attempts": 0},
+    }
+    spec.update(kw)
+    return spec
+
+
+async def allocs_of(api: Api, job_id: str) -> list[dict[str, Any]]:
+    return await api.ok("GET", f"/api/v1/jobs/{job_id}/allocations")  # type: ignore[no-any-return]
+
+
+async def until(
+    api: Api, job_id: str, status: str, n: int = 1, limit_s: float = 120
+) -> list[dict[str, Any]]:
+    async with asyncio.timeout(limit_s):
+        while True:
+            got = [a for a in await allocs_of(api, job_id) if a["client_status"] == status]
+            if len(got) >= n:
+                return got
+            await asyncio.sleep(0.2)
+
+
+async def logs(api: Api, alloc_id: str) -> str:
+    async with api.session.get(
+        f"{api.url}/api/v1/allocations/{alloc_id}/logs",
+        headers={"Authorization": "Bearer admin-secret"},
+    ) as resp:
+        assert resp.status == 200
+        return (await resp.read()).decode()
+
+
+def tap_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def vm_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def ip_leases(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [str(r[0]) for r in await conn.fetch("SELECT host(ip) FROM allocation_ips")]
+    finally:
+        await conn.close()
+
+
+def vm_of(agent: Agent, alloc_id: str) -> tuple[int, str]:
+    runner = agent.runners[alloc_id]
+    assert runner.attempt.handle is not None
+    from mxvm.net import tap_name
+
+    return runner.attempt.handle.pid, tap_name(alloc_id)
+
+
+async def test_exit_code_logs_and_command_not_found(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
+) -> None:
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge):
+        out = await vmapi.ok(
+            "POST", "/api/v1/jobs", json=vm_job("hello", ["sh", "-c", "echo hello; exit 3"])
+        )
+        [failed] = await until(vmapi, out["job"]["id"], "failed")
+        assert failed["exit_code"] == 3
+        assert "hello" in await logs(vmapi, failed["id"])
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("nocmd", ["no-such-command"]))
+        [failed] = await until(vmapi, out["job"]["id"], "failed")
+        assert failed["exit_code"] == 127
+        assert "no-such-command" in failed["client_description"]
+
+
+async def test_stop_and_crash_leave_no_vm_tap_or_ip_behind(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path, pg_dsn: str
+) -> None:
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge) as agent:
+        spec = vm_job("svc", ["sleep", "600"], type="service", count=2)
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=spec)
+        a, b = await until(vmapi, out["job"]["id"], "running", n=2)
+        (pid_a, tap_a), (pid_b, tap_b) = vm_of(agent, a["id"]), vm_of(agent, b["id"])
+        assert vm_alive(pid_a) and tap_exists(tap_a)
+        assert sorted(await ip_leases(pg_dsn)) == sorted([a["ip"], b["ip"]])
+
+        os.kill(pid_b, signal.SIGKILL)  # the hypervisor dies mid-run
+        async with asyncio.timeout(60):
+            while (got := await vmapi.ok("GET", f"/api/v1/allocations/{b['id']}"))[
+                "client_status"
+            ] != "failed":
+                await asyncio.sleep(0.2)
+        assert "VM ended" in got["client_description"]
+        assert not tap_exists(tap_b)
+
+        await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
+        async with asyncio.timeout(60):
+            while (got := await vmapi.ok("GET", f"/api/v1/allocations/{a['id']}"))[
+                "client_status"
+            ] != "complete":
+                await asyncio.sleep(0.2)
+        assert not vm_alive(pid_a) and not tap_exists(tap_a)
+    assert await ip_leases(pg_dsn) == []
+
+
+async def test_host_reaches_guests_but_guests_not_each_other(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
+) -> None:
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge):
+        spec = vm_job("pair", ["sleep", "600"], type="service", count=2)
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=spec)
+        a, b = await until(vmapi, out["job"]["id"], "running", n=2)
+        for ip in (a["ip"], b["ip"]):
+            ping = await asyncio.create_subprocess_exec("ping", "-c1", "-W3", ip)
+            assert await ping.wait() == 0, f"host cannot reach guest {ip}"
+        exec_ = f"/api/v1/allocations/{a['id']}/exec"
+        gw = await vmapi.ok(
+            "POST", exec_, json={"argv": ["ping", "-c1", "-W3", a["ip"].rsplit(".", 1)[0] + ".1"]}
+        )
+        assert gw["exit_code"] == 0, gw
+        other = await vmapi.ok("POST", exec_, json={"argv": ["ping", "-c1", "-W3", b["ip"]]})
+        assert other["exit_code"] != 0, other
+
+
+async def test_agent_restart_readopts_the_running_vm(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
+) -> None:
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    tick = ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"]
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge) as agent:
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("ticker", tick, type="service"))
+        [a] = await until(vmapi, out["job"]["id"], "running")
+        pid, _ = vm_of(agent, a["id"])
+        await asyncio.sleep(2)
+    assert vm_alive(pid)  # the agent is gone; its VM is not
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge) as agent2:
+        async with asyncio.timeout(60):
+            while a["id"] not in agent2.runners or agent2.runners[a["id"]].attempt.handle is None:
+                await asyncio.sleep(0.1)
+        assert vm_of(agent2, a["id"])[0] == pid
+        first = await logs(vmapi, a["id"])
+        await asyncio.sleep(3)
+        later = await logs(vmapi, a["id"])
+        assert len(later) > len(first) and "tick" in later  # output keeps flowing
+        got = await vmapi.ok("GET", f"/api/v1/allocations/{a['id']}")
+        assert got["client_status"] == "running"
+        await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
+        await until(vmapi, out["job"]["id"], "complete")
+    assert not vm_alive(pid)
+
+
+async def test_corrupt_kernel_fails_naming_the_file(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
+) -> None:
+    bad = tmp_path / "images" / "broken"
+    bad.mkdir(parents=True)
+    (bad / "vmlinuz").write_bytes(secrets.token_bytes(4096))
+    (bad / "initrd.img").write_bytes((images / "default" / "initrd.img").read_bytes()[:1024])
+    (bad / "manifest.json").write_text('{"kernel": "vmlinuz", "initrd": "initrd.img"}')
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    async with running_agent(
+        settings, {"qemu": QemuDriver(accel="tcg")}, tmp_path / "images", bridge
+    ):
+        spec = vm_job("broken", ["true"])
+        spec["task"]["image"] = "broken"
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=spec)
+        [failed] = await until(vmapi, out["job"]["id"], "failed")
+    assert str(bad / "vmlinuz") in failed["client_description"]
