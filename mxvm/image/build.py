@@ -18,14 +18,15 @@ from typing import Any
 
 import mxvm.guest
 from mxvm.guest.protocol import PORT_NAME
-from mxvm.image import cpio, debs, kmods, python, rootfs
+from mxvm.image import cpio, debs, kernel, kmods, python, rootfs
 from mxvm.image.cmdline import BASE
 from mxvm.image.errors import ImageBuildError
 
 FORMAT = 1
 MIN_MEMORY_MB = 128  # boots with ~26 MiB free; 96 MiB panics
 RECOMMENDED_MEMORY_MB = 256
-KERNEL_NAME = "vmlinuz"
+BZIMAGE_NAME = "vmlinuz"
+VMLINUX_NAME = "vmlinux"
 INITRD_NAME = "initrd.img"
 MANIFEST_NAME = "manifest.json"
 ZSTD_LEVEL = "-9"
@@ -33,9 +34,10 @@ ZSTD_LEVEL = "-9"
 
 @dataclass(frozen=True)
 class ImagePaths:
-    kernel: Path
+    kernel: Path  # what to boot: the PVH vmlinux when it could be unpacked, else the bzImage
     initrd: Path
     manifest: Path
+    bzimage: Path | None = None  # Debian's compressed kernel, for loaders that need one
 
 
 def default_image_dir() -> Path:
@@ -75,6 +77,7 @@ def _inputs(versions: dict[str, str]) -> dict[str, Any]:
         "packages": versions,
         "busybox": debs.installed_version("busybox-static"),
         "sources_sha256": source_hash(),
+        "lz4": shutil.which("lz4") is not None,  # decides whether a PVH vmlinux is made
     }
 
 
@@ -86,17 +89,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _paths(dest: Path, kernel_name: str) -> ImagePaths:
+    return ImagePaths(
+        dest / kernel_name, dest / INITRD_NAME, dest / MANIFEST_NAME, dest / BZIMAGE_NAME
+    )
+
+
 def _cached(dest: Path, inputs: dict[str, Any]) -> ImagePaths | None:
-    paths = ImagePaths(dest / KERNEL_NAME, dest / INITRD_NAME, dest / MANIFEST_NAME)
     try:
-        manifest = json.loads(paths.manifest.read_text())
+        manifest = json.loads((dest / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
         return None
-    if manifest.get("inputs") != inputs:
+    if manifest.get("inputs") != inputs or not isinstance(manifest.get("kernel"), str):
         return None
+    paths = _paths(dest, manifest["kernel"])
     sums = manifest.get("sha256", {})
-    for path in (paths.kernel, paths.initrd):
-        if not path.is_file() or sums.get(path.name) != _sha256(path):
+    for path in (paths.kernel, paths.initrd, paths.bzimage):
+        if path is None or not path.is_file() or sums.get(path.name) != _sha256(path):
             return None
     return paths
 
@@ -132,9 +141,10 @@ def _build_locked(dest: Path, progress: Callable[[str], None], force: bool) -> I
         info = _assemble(work, kernel_pkg, progress)
         progress("packing the initramfs")
         _pack(work / "root", work / "initrd.cpio", dest / INITRD_NAME)
-        shutil.copyfile(info.pop("vmlinuz"), work / KERNEL_NAME)
-        (work / KERNEL_NAME).replace(dest / KERNEL_NAME)
-    manifest = _manifest(dest, inputs, info)
+        kernel_name = _install_kernels(
+            work, info.pop("vmlinuz"), info.pop("config"), dest, progress
+        )
+    manifest = _manifest(dest, inputs, info, kernel_name)
     tmp_manifest = dest / (MANIFEST_NAME + ".tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp_manifest.replace(dest / MANIFEST_NAME)
@@ -142,7 +152,28 @@ def _build_locked(dest: Path, progress: Callable[[str], None], force: bool) -> I
         f"built {dest} in {time.monotonic() - started:.1f}s: "
         f"initrd {manifest['initrd_bytes'] / 1e6:.1f} MB"
     )
-    return ImagePaths(dest / KERNEL_NAME, dest / INITRD_NAME, dest / MANIFEST_NAME)
+    return _paths(dest, kernel_name)
+
+
+def _install_kernels(
+    work: Path, vmlinuz: Path, config: Path, dest: Path, progress: Callable[[str], None]
+) -> str:
+    """Install the bzImage and, when the kernel has a PVH entry, the unpacked vmlinux;
+    returns the file name to boot."""
+    shutil.copyfile(vmlinuz, work / BZIMAGE_NAME)
+    (work / BZIMAGE_NAME).replace(dest / BZIMAGE_NAME)
+    if not kernel.has_pvh_entry(config):
+        progress("the kernel has no PVH entry: booting the bzImage")
+        return BZIMAGE_NAME
+    progress("unpacking the kernel to a PVH vmlinux (skips the decompressor at every boot)")
+    try:
+        kernel.extract_vmlinux(vmlinuz, work / VMLINUX_NAME)
+    except ImageBuildError as exc:
+        progress(f"booting the bzImage: {exc.detail}")
+        (dest / VMLINUX_NAME).unlink(missing_ok=True)
+        return BZIMAGE_NAME
+    (work / VMLINUX_NAME).replace(dest / VMLINUX_NAME)
+    return VMLINUX_NAME
 
 
 def _assemble(work: Path, kernel_pkg: str, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -163,6 +194,7 @@ def _assemble(work: Path, kernel_pkg: str, progress: Callable[[str], None]) -> d
     python.compile_tree(root / rootfs.GUEST_PKG_DIR)
     return {
         "vmlinuz": vmlinuz,
+        "config": extracted / "boot" / f"config-{release}",
         "kernel_release": release,
         "modules": [Path(p).stem for p in module_paths],
         "busybox_applets": applets,
@@ -182,15 +214,19 @@ def _pack(root: Path, cpio_path: Path, out: Path) -> None:
     tmp.replace(out)
 
 
-def _manifest(dest: Path, inputs: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    kernel, initrd = dest / KERNEL_NAME, dest / INITRD_NAME
+def _manifest(
+    dest: Path, inputs: dict[str, Any], info: dict[str, Any], kernel_name: str
+) -> dict[str, Any]:
+    files = {kernel_name, BZIMAGE_NAME, INITRD_NAME}
     return {
         "format": FORMAT,
         "inputs": inputs,
-        "kernel": KERNEL_NAME,
+        "kernel": kernel_name,
+        "kernel_format": "pvh-elf" if kernel_name == VMLINUX_NAME else "bzimage",
+        "bzimage": BZIMAGE_NAME,
         "initrd": INITRD_NAME,
         "initrd_compression": "zstd",
-        "initrd_bytes": initrd.stat().st_size,
+        "initrd_bytes": (dest / INITRD_NAME).stat().st_size,
         **info,
         "min_memory_mb": MIN_MEMORY_MB,
         "recommended_memory_mb": RECOMMENDED_MEMORY_MB,
@@ -202,5 +238,5 @@ def _manifest(dest: Path, inputs: dict[str, Any], info: dict[str, Any]) -> dict[
         },
         "channel": {"kind": "virtio-serial", "port_name": PORT_NAME},
         "machine_hints": "-M microvm,acpi=on (power button for system_powerdown)",
-        "sha256": {kernel.name: _sha256(kernel), initrd.name: _sha256(initrd)},
+        "sha256": {name: _sha256(dest / name) for name in sorted(files)},
     }

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import lzma
 import shutil
 import stat
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from mxvm.image import cpio, kmods
+from mxvm.image import cpio, kernel, kmods
 from mxvm.image.cmdline import guest_cmdline, host_tsc_khz
 from mxvm.image.elf import read_elf
 from mxvm.image.errors import ImageBuildError
@@ -130,3 +133,27 @@ def test_tsc_khz_from_cpuinfo(tmp_path: Path) -> None:
     assert host_tsc_khz(cpuinfo) == 2299998
     cpuinfo.write_text("processor\t: 0\n")
     assert host_tsc_khz(cpuinfo) is None
+
+
+def _fake_bzimage(compressed: bytes, setup_sects: int = 2) -> bytes:
+    image = bytearray((setup_sects + 1) * 512 + 64)
+    image[0x1F1] = setup_sects
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x206, 0x20F)
+    struct.pack_into("<II", image, 0x248, 16, len(compressed))
+    start = (setup_sects + 1) * 512 + 16
+    image[start : start + len(compressed)] = compressed
+    return bytes(image) + b"\0" * 64
+
+
+def test_vmlinux_is_unpacked_from_the_bzimage_payload() -> None:
+    elf = b"\x7fELF" + bytes(range(200))
+    for compressed in (gzip.compress(elf), lzma.compress(elf)):
+        assert kernel.decompress(kernel.payload(_fake_bzimage(compressed))) == elf
+    if shutil.which("lz4"):
+        lz4 = subprocess.run(["lz4", "-l", "-c"], input=elf, capture_output=True, check=True)
+        assert kernel.decompress(kernel.payload(_fake_bzimage(lz4.stdout))) == elf
+    with pytest.raises(ImageBuildError, match="not a bzImage"):
+        kernel.payload(b"\0" * 4096)
+    with pytest.raises(ImageBuildError, match="unknown kernel compression"):
+        kernel.decompress(b"\x00\x01\x02\x03")
