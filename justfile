@@ -23,7 +23,11 @@ lint:
 
 # Every benchmark in bench/ (each prints its figures, last line `name: value`).
 bench:
-    for f in bench/*.py; do [ "$(basename "$f")" = __init__.py ] || { echo "== $f"; {{venv}}/python "$f"; }; done
+    for f in bench/*.py; do n=$(basename "$f" .py); [ "$n" = __init__ ] || { echo "== $n"; {{venv}}/python -m "bench.$n"; }; done
+
+# Scheduler + apply_plan on 10,000 nodes, 1,000 jobs x 100 (last line `placements_per_s: N`).
+bench-scheduler *ARGS:
+    scripts/bootstrap && {{venv}}/python -m bench.scheduler_commit {{ARGS}}
 
 # --- microVM guests (Nix: nix/microvms/) ---------------------------------------------------
 
