@@ -59,6 +59,7 @@ BASE_ENV = {
 # After a command exits, how long to keep reading pipes a backgrounded grandchild holds open.
 PIPE_GRACE_S = 2.0
 NO_HOST_POLL_S = 0.05
+NO_HOST_WAIT_S = 1.0  # upper bound between read attempts while no host is attached
 
 
 def read_uptime() -> float:
@@ -110,6 +111,7 @@ class GuestAgent:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._boot_s = read_uptime()
+        self._port.watch_host(self._loop)
         threading.Thread(target=self._write_loop, name="port-writer", daemon=True).start()
         threading.Thread(target=self._read_loop, name="port-reader", daemon=True).start()
         await self._send(
@@ -153,7 +155,7 @@ class GuestAgent:
                 chunk = b""
             if not chunk:
                 buf.clear()  # a partial frame from a departed host is garbage
-                time.sleep(NO_HOST_POLL_S)
+                self._port.wait_for_host(NO_HOST_WAIT_S)
                 continue
             buf += chunk
             while (nl := buf.find(b"\n")) >= 0:
