@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -53,6 +54,7 @@ async def one_boot(image: ImagePaths, memory_mb: int, vcpus: int) -> dict[str, f
         await asyncio.wait_for(proc.wait(), 120)
         stop_s = time.perf_counter() - t
         await client.close()
+        phases = guest_phases((workdir / "console.log").read_text(errors="replace"))
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -61,15 +63,35 @@ async def one_boot(image: ImagePaths, memory_mb: int, vcpus: int) -> dict[str, f
     return {
         "ready_s": ready,
         "guest_uptime_at_ready_s": info.boot_s,
+        **phases,
         "first_exec_s": exec_s,
         "ping_rtt_ms": statistics.median(rtts) * 1000,
         "shutdown_s": stop_s,
     }
 
 
+def guest_phases(console: str) -> dict[str, float]:
+    """Guest-side phases from the uptimes /init and the agent print on the console."""
+    marks = {
+        "modules": re.search(r"mxvm-init: uptime ([\d.]+): loading modules", console),
+        "agent": re.search(r"mxvm-init: uptime ([\d.]+): starting the guest agent", console),
+        "imported": re.search(r"guest.starting imported_at=([\d.]+)", console),
+        "ready": re.search(r"guest.ready boot_s=([\d.]+)", console),
+    }
+    t = {k: float(m.group(1)) for k, m in marks.items() if m}
+    if len(t) < len(marks):
+        return {}
+    return {
+        "kernel_to_init_s": t["modules"],
+        "insmod_s": t["agent"] - t["modules"],
+        "python_start_and_imports_s": t["imported"] - t["agent"],
+        "agent_setup_s": t["ready"] - t["imported"],
+    }
+
+
 def _summary(runs: list[dict[str, float]]) -> None:
     for key in runs[0]:
-        values = [r[key] for r in runs]
+        values = [r[key] for r in runs if key in r]
         print(
             f"{key}: p50={statistics.median(values):.3f} "
             f"min={min(values):.3f} max={max(values):.3f}"

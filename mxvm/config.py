@@ -115,6 +115,9 @@ class AgentSettings(_FromEnvAndFile):
     reserved_cpu_millicores: int = Field(default=0, ge=0)
     reserved_memory_mb: int = Field(default=0, ge=0)
     reserved_disk_mb: int = Field(default=0, ge=0)
+    cpu_overcommit: float = Field(
+        default=1.0, ge=1.0, le=64.0, description="vCPUs offered per host core (vCPUs are threads)"
+    )
     host_volumes: dict[str, str] = Field(default_factory=dict)
     sysfs_root: Path = Path("/sys")
     qemu_binary: str = "qemu-system-x86_64"

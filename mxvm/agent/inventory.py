@@ -63,7 +63,7 @@ async def registration(
         name=settings.node_name,
         address=settings.address or settings.api_listen.rpartition(":")[0],
         resources=Resources(
-            cpu_millicores=(psutil.cpu_count() or 1) * 1000,
+            cpu_millicores=int((psutil.cpu_count() or 1) * 1000 * settings.cpu_overcommit),
             memory_mb=psutil.virtual_memory().total // MIB,
             disk_mb=disk.total // MIB,
         ),

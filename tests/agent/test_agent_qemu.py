@@ -6,12 +6,13 @@ and its taps are the test's own and are removed afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,17 @@ async def qemu() -> QemuDriver:
 async def vmapi(pg_dsn: str, redis_url: str) -> AsyncIterator[Api]:
     async with running(settings_for(pg_dsn, redis_url, node_subnet_pool=POOL)) as a:
         yield a
+
+
+@pytest.fixture(autouse=True)
+def reap_vms(tmp_path: Path) -> Iterator[None]:
+    """VMs outlive their agent by design: end this test's own ones when the test ends."""
+    yield
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "qemu-system" in (proc.info["name"] or "") and str(tmp_path) in cmdline:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
 
 
 @pytest.fixture

@@ -1,0 +1,246 @@
+"""Orchestrator benchmarks: control-plane latency, cold-boot overhead, agent memory.
+
+    .venv/bin/python -m bench.orchestrator latency   # fake driver, 50 concurrent submits
+    .venv/bin/python -m bench.orchestrator overhead  # real QEMU, 10 cold boots vs bare QEMU
+    .venv/bin/python -m bench.orchestrator rss       # agent process RSS with 10 VMs running
+
+Each starts its own Postgres and Redis, a coordinator (in this process) and an agent, and
+prints its figures; the last line is `name: value`. `overhead` and `rss` need root (bridge,
+taps) and qemu-system-x86_64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pydantic import SecretStr
+
+from bench.guest_boot import one_boot
+from mxvm.agent.agent import Agent
+from mxvm.client import ApiClient
+from mxvm.config import AgentSettings, CoordinatorSettings
+from mxvm.coordinator.process import open_coordinator, serve
+from mxvm.embedded import EmbeddedPostgres, EmbeddedRedis
+from mxvm.hypervisors.base import Driver, VmHandle, VmSpec
+from mxvm.hypervisors.fake import FakeDriver
+from mxvm.hypervisors.qemu.driver import QemuDriver
+from mxvm.image import build_dev_image, default_image_dir
+from mxvm.net import NodeNetwork
+
+ADMIN, AGENT = "bench-admin", "bench-agent"
+
+
+@dataclass
+class Cluster:
+    api: ApiClient
+    url: str
+    tmp: Path
+
+
+def _tmp() -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix="mxvm-bench-"))
+    tmp.chmod(0o755)
+    return tmp
+
+
+@contextlib.asynccontextmanager
+async def cluster(port: int) -> AsyncIterator[Cluster]:
+    tmp = _tmp()
+    pg, rd = EmbeddedPostgres(tmp / "pg"), EmbeddedRedis(tmp / "redis")
+    settings = CoordinatorSettings(
+        database_url=await pg.start(),
+        redis_url=await rd.start(),
+        listen=f"127.0.0.1:{port}",
+        admin_token=SecretStr(ADMIN),
+        agent_tokens=[SecretStr(AGENT)],
+        node_subnet_pool="10.214.0.0/16",
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    try:
+        async with open_coordinator(settings) as coord:
+            task = asyncio.create_task(serve(coord, stop, ready=ready))
+            await ready.wait()
+            while coord.leader_epoch is None:
+                await asyncio.sleep(0.05)
+            async with ApiClient(f"http://127.0.0.1:{port}", ADMIN) as api:
+                yield Cluster(api, f"http://127.0.0.1:{port}", tmp)
+            stop.set()
+            await task
+    finally:
+        await rd.stop()
+        await pg.stop()
+
+
+def agent_settings(c: Cluster, port: int, **kw: Any) -> AgentSettings:
+    return AgentSettings(
+        url=c.url,
+        agent_token=SecretStr(AGENT),
+        node_name="bench-node",
+        state_dir=c.tmp / "agent",
+        api_listen=f"127.0.0.1:{port}",
+        sysfs_root=c.tmp / "no-sysfs",
+        **kw,
+    )
+
+
+@contextlib.asynccontextmanager
+async def agent(
+    settings: AgentSettings, drivers: dict[str, Driver], images: Path, net: NodeNetwork | None
+) -> AsyncIterator[Agent]:
+    a = Agent(settings, drivers, image_dir=images, network=net)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(a.run(stop, ready=ready))
+    await ready.wait()
+    try:
+        yield a
+    finally:
+        stop.set()
+        await task
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+class TimedFake(FakeDriver):
+    """The fake driver, noting when each VM process would have been started."""
+
+    started: dict[str, float]
+
+    async def start(self, spec: VmSpec) -> VmHandle:
+        self.started[spec.alloc_id] = time.perf_counter()
+        return await super().start(spec)
+
+
+async def latency(n: int) -> None:
+    async with cluster(18480) as c:
+        images = c.tmp / "images" / "default"
+        images.mkdir(parents=True)
+        (images / "manifest.json").write_text('{"kernel": "vmlinuz", "min_memory_mb": 128}')
+        fake = TimedFake()
+        fake.started = {}
+        s = agent_settings(c, 18481, cpu_overcommit=64)
+        async with agent(s, {"fake": fake}, images.parent, None):
+
+            async def submit(i: int) -> tuple[str, float]:
+                spec = {"name": f"lat-{i}", "type": "service",
+                        "task": {"driver": "fake", "argv": ["x"], "memory_mb": 128}}  # fmt: skip
+                t0 = time.perf_counter()
+                out = await c.api.post("/api/v1/jobs", json=spec)
+                return out["job"]["id"], t0
+
+            submitted = await asyncio.gather(*(submit(i) for i in range(n)))
+            while len(fake.started) < n:
+                await asyncio.sleep(0.01)
+            allocs = await c.api.get("/api/v1/allocations")
+            job_of = {a["id"]: a["job_id"] for a in allocs}
+            t_submit = dict(submitted)
+            lat = [(t - t_submit[job_of[aid]]) * 1000 for aid, t in fake.started.items()]
+    print(f"submits: {n} concurrent; submit -> VM process started (fake driver)")
+    print(f"latency_p50_ms: {statistics.median(lat):.1f}")
+    print(f"latency_p99_ms: {pct(lat, 0.99):.1f}")
+    print(f"latency_max_ms: {max(lat):.1f}")
+    print(f"control_plane_p50_ms: {statistics.median(lat):.1f}")
+
+
+async def _ready_times(c: Cluster, job_id: str) -> float | None:
+    for a in await c.api.get(f"/api/v1/jobs/{job_id}/allocations"):
+        for e in a["events"]:
+            if e["type"] == "running":
+                return datetime.fromisoformat(e["time"]).timestamp()
+    return None
+
+
+async def overhead(runs: int) -> None:
+    image = build_dev_image(default_image_dir())
+    bare = [(await one_boot(image, 192, 1))["ready_s"] for _ in range(runs)]
+    net = NodeNetwork(f"mxvmb{secrets.token_hex(3)}")
+    orchestrated: list[float] = []
+    try:
+        async with cluster(18482) as c:
+            qemu = QemuDriver()
+            await qemu.select_accel(image.kernel)  # the probe happens once, at agent start
+            s = agent_settings(c, 18483, bridge=net.bridge)
+            async with agent(s, {"qemu": qemu}, default_image_dir().parent, net):
+                for i in range(runs):
+                    spec = {"name": f"boot-{i}", "type": "service",
+                            "task": {"argv": ["sleep", "600"], "memory_mb": 192}}  # fmt: skip
+                    t0 = time.time()
+                    out = await c.api.post("/api/v1/jobs", json=spec)
+                    while (ready := await _ready_times(c, out["job"]["id"])) is None:
+                        await asyncio.sleep(0.05)
+                    orchestrated.append(ready - t0)
+                    await c.api.post(f"/api/v1/jobs/{out['job']['id']}/stop")
+    finally:
+        await net.teardown()
+        await net.close()
+    ratio = statistics.median(orchestrated) / statistics.median(bare)
+    print(f"runs: {runs}; guest agent ready, seconds (median / min / max)")
+    print(f"bare_qemu_s: {statistics.median(bare):.2f} / {min(bare):.2f} / {max(bare):.2f}")
+    print(f"mxvm_submit_s: {statistics.median(orchestrated):.2f} / "
+          f"{min(orchestrated):.2f} / {max(orchestrated):.2f}")  # fmt: skip
+    print(f"overhead_ratio: {ratio:.3f}")
+
+
+async def rss(vms: int) -> None:
+    build_dev_image(default_image_dir())
+    bridge = f"mxvmb{secrets.token_hex(3)}"
+    async with cluster(18484) as c:
+        env = {**os.environ, "MXVM_URL": c.url, "MXVM_AGENT_TOKEN": AGENT,
+               "MXVM_STATE_DIR": str(c.tmp / "agent"), "MXVM_BRIDGE": bridge,
+               "MXVM_API_LISTEN": "127.0.0.1:18485", "MXVM_LOG_LEVEL": "WARNING"}  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mxvm", "agent", env=env)
+        try:
+            while not await c.api.get("/api/v1/nodes"):
+                await asyncio.sleep(0.2)
+            spec = {"name": "fleet", "type": "service", "count": vms,
+                    "task": {"argv": ["sleep", "600"], "memory_mb": 128}}  # fmt: skip
+            out = await c.api.post("/api/v1/jobs", json=spec)
+            while True:
+                allocs = await c.api.get(f"/api/v1/jobs/{out['job']['id']}/allocations")
+                if sum(a["client_status"] == "running" for a in allocs) >= vms:
+                    break
+                await asyncio.sleep(0.5)
+            mib = psutil.Process(proc.pid).memory_info().rss / 2**20
+            await c.api.post(f"/api/v1/jobs/{out['job']['id']}/stop")
+            path = f"/api/v1/jobs/{out['job']['id']}/allocations"
+            while any(a["client_status"] == "running" for a in await c.api.get(path)):
+                await asyncio.sleep(0.5)
+        finally:
+            proc.terminate()
+            await proc.wait()
+            await NodeNetwork(bridge).teardown()
+    print(f"vms_running: {vms}")
+    print(f"agent_rss_mib: {mib:.1f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("what", choices=["latency", "overhead", "rss"])
+    p.add_argument("-n", type=int, default=None, help="submits / runs / VMs")
+    args = p.parse_args(argv)
+    if args.what == "latency":
+        asyncio.run(latency(args.n or 50))
+    elif args.what == "overhead":
+        asyncio.run(overhead(args.n or 10))
+    else:
+        asyncio.run(rss(args.n or 10))
+
+
+if __name__ == "__main__":
+    main()
