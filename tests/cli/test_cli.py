@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -84,22 +85,20 @@ def json_of(env: dict[str, str], *args: str) -> Any:
     return json.loads(out.stdout)
 
 
-async def _register(env: dict[str, str], name: str) -> None:
+async def _register_and_heartbeat(env: dict[str, str], name: str) -> None:
+    """Play a host agent: register, then heartbeat until cancelled (so the node stays ready)."""
     token = (Path(env["MXVM_STATE_DIR"]) / "agent-token").read_text().strip()
-    reg = {
-        "name": name,
-        "resources": {"cpu_millicores": 4000, "memory_mb": 4096},
-        "drivers": ["fake"],
-    }
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(
-            env["MXVM_URL"] + "/api/v1/agent/register",
-            json=reg,
-            headers={"Authorization": f"Bearer {token}"},
-        ) as resp,
-    ):
-        assert resp.status == 200
+    resources = {"cpu_millicores": 4000, "memory_mb": 4096}
+    reg = {"name": name, "resources": resources, "drivers": ["fake"]}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.post(env["MXVM_URL"] + "/api/v1/agent/register", json=reg) as resp:
+            assert resp.status == 200
+            node_id = (await resp.json())["node"]["id"]
+        while True:
+            await asyncio.sleep(2)
+            async with s.post(f"{env['MXVM_URL']}/api/v1/agent/nodes/{node_id}/heartbeat"):
+                pass
 
 
 def test_up_generates_and_keeps_an_admin_token(up: dict[str, str]) -> None:
@@ -121,7 +120,10 @@ async def test_job_lifecycle_through_the_cli(up: dict[str, str], tmp_path: Path)
     assert blocked.returncode == 2 and "no ready nodes" in blocked.stdout
     mxvm(up, "job", "stop", "hello")
 
-    await _register(up, "cli-node")
+    agent = asyncio.create_task(_register_and_heartbeat(up, "cli-node"))
+    async with asyncio.timeout(30):
+        while not json_of(up, "node", "ls"):
+            await asyncio.sleep(0.2)
     nodes = json_of(up, "node", "ls")
     assert [n["name"] for n in nodes] == ["cli-node"]
     placed = mxvm(up, "job", "run", str(spec))
@@ -150,3 +152,4 @@ async def test_job_lifecycle_through_the_cli(up: dict[str, str], tmp_path: Path)
     assert out.returncode == 1
     assert "task.argv" in out.stderr and "task.memory_mb" in out.stderr
     assert "no job matches" in mxvm(up, "job", "status", "nope").stderr
+    agent.cancel()
