@@ -42,13 +42,13 @@ async def served(short_dir: Path) -> AsyncIterator[AgentUnderTest]:
         yield AgentUnderTest(sock, agent, task)
     finally:
         agent.request_shutdown(0.5)
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(task, 60)
         port.close()
 
 
 @pytest.fixture
 async def client(served: AgentUnderTest) -> AsyncIterator[GuestClient]:
-    c = await GuestClient.connect(served.sock, timeout=5)
-    await c.wait_ready(timeout=10)
+    c = await GuestClient.connect(served.sock, timeout=30)
+    await c.wait_ready(timeout=30)
     yield c
     await c.close()

@@ -20,8 +20,8 @@ async def collect(handle: object) -> list[OutputChunk]:
 
 
 async def test_ready_reports_version(served: AgentUnderTest) -> None:
-    c = await GuestClient.connect(served.sock, timeout=5)
-    info = await c.wait_ready(timeout=10)
+    c = await GuestClient.connect(served.sock, timeout=30)
+    info = await c.wait_ready(timeout=30)
     assert info.agent_version == AGENT_VERSION and info.protocol == 1
     await c.close()
 
@@ -31,15 +31,23 @@ async def test_run_streams_output_and_reports_exit_code(client: GuestClient) -> 
     chunks = await collect(handle)
     assert b"".join(c.data for c in chunks if c.stream == "stdout") == b"hello\n"
     assert b"".join(c.data for c in chunks if c.stream == "stderr") == b"oops\n"
-    assert await handle.exit_code(timeout=10) == 3
+    assert await handle.exit_code(timeout=30) == 3
 
 
-async def test_output_arrives_before_the_command_ends(client: GuestClient) -> None:
-    handle = await client.start_exec(["sh", "-c", "echo first; sleep 1; echo second"])
-    first = await anext(aiter(handle))
+def gated(script: str, gate: Path, before: str = "true") -> list[str]:
+    """sh that runs `before`, waits until the test creates `gate`, then runs `script`:
+    ordering without timing assumptions."""
+    return ["sh", "-c", f"{before}; while [ ! -e {gate} ]; do sleep 0.05; done; {script}"]
+
+
+async def test_output_arrives_before_the_command_ends(client: GuestClient, short_dir: Path) -> None:
+    gate = short_dir / "go"
+    handle = await client.start_exec(gated("echo second", gate, before="echo first"))
+    first = await asyncio.wait_for(anext(aiter(handle)), 30)
     assert first.data == b"first\n"
-    assert not handle.done
-    assert await handle.exit_code(timeout=10) == 0
+    assert not handle.done  # the command is held at the gate: output was streamed
+    gate.touch()
+    assert await handle.exit_code(timeout=30) == 0
 
 
 async def test_exec_collects_output(client: GuestClient, short_dir: Path) -> None:
@@ -61,66 +69,68 @@ async def test_large_output_is_chunked_and_complete(client: GuestClient) -> None
 
 
 async def test_command_not_found_is_127_with_the_error(client: GuestClient) -> None:
-    result = await client.exec(["no-such-command-xyz"], timeout=10)
+    result = await client.exec(["no-such-command-xyz"], timeout=30)
     assert result.exit_code == 127
     assert result.error is not None and "No such file or directory" in result.error
 
 
 async def test_missing_cwd_is_126(client: GuestClient) -> None:
-    result = await client.exec(["true"], cwd="/nonexistent/dir", timeout=10)
+    result = await client.exec(["true"], cwd="/nonexistent/dir", timeout=30)
     assert result.exit_code == 126
     assert result.error is not None and "/nonexistent/dir" in result.error
 
 
 async def test_signal_reaches_the_process_group(client: GuestClient) -> None:
-    handle = await client.start_exec(["sh", "-c", "sleep 30; echo survived"])
-    await asyncio.sleep(0.3)
+    handle = await client.start_exec(["sh", "-c", "echo up; sleep 30; echo survived"])
+    assert (await asyncio.wait_for(anext(aiter(handle)), 30)).data == b"up\n"  # it runs
     await handle.signal(signal.SIGTERM)
-    end = await handle.wait(timeout=10)
+    end = await handle.wait(timeout=30)
     assert (end.code, end.signal) == (128 + signal.SIGTERM, signal.SIGTERM)
 
 
 async def test_exec_timeout_kills_the_command(client: GuestClient) -> None:
     with pytest.raises(GuestTimeout):
         await client.exec(["sh", "-c", "echo started; sleep 30"], timeout=0.5)
-    status = await client.status(timeout=5)
-    for _ in range(50):  # the SIGKILL is asynchronous
+    status = await client.status(timeout=30)
+    for _ in range(300):  # the SIGKILL is asynchronous
         if not status.running:
             break
         await asyncio.sleep(0.1)
-        status = await client.status(timeout=5)
+        status = await client.status(timeout=30)
     assert status.running == []
-    await client.ping(timeout=5)  # the killed command's frames have arrived by now
+    await client.ping(timeout=30)  # the killed command's frames have arrived by now
     assert client._handles == {} and client._abandoned == set()  # nothing left behind
 
 
 async def test_second_main_command_is_rejected(client: GuestClient) -> None:
     first = await client.run(["true"])
-    assert await first.exit_code(timeout=10) == 0
+    assert await first.exit_code(timeout=30) == 0
     second = await client.run(["true"])
     with pytest.raises(GuestCommandRejected, match="already started"):
-        await second.exit_code(timeout=10)
+        await second.exit_code(timeout=30)
 
 
-async def test_status_after_reconnect(served: AgentUnderTest) -> None:
-    first = await GuestClient.connect(served.sock, timeout=5)
-    await first.wait_ready(timeout=10)
-    handle = await first.run(["sh", "-c", "sleep 1; echo done; exit 7"], cmd_id="main-1")
+async def test_status_after_reconnect(served: AgentUnderTest, short_dir: Path) -> None:
+    first = await GuestClient.connect(served.sock, timeout=30)
+    await first.wait_ready(timeout=30)
+    gate = short_dir / "go"
+    handle = await first.run(gated("echo done; exit 7", gate), cmd_id="main-1")
     await first.close()
     with pytest.raises(GuestUnavailable):
         await handle.exit_code()
 
-    second = await GuestClient.connect(served.sock, timeout=5)
-    info = await second.wait_ready(timeout=10)  # answered by a pong: no second Ready
+    second = await GuestClient.connect(served.sock, timeout=30)
+    info = await second.wait_ready(timeout=30)  # answered by a pong: no second Ready
     assert info.agent_version == AGENT_VERSION
-    status = await second.status(timeout=5)
+    status = await second.status(timeout=30)
     assert (status.main_id, status.main_state, status.main_code) == ("main-1", "running", None)
     main = second.attach("main-1")
+    gate.touch()
     assert b"done" in b"".join(c.data for c in await collect(main))
-    assert await main.exit_code(timeout=10) == 7
-    status = await second.status(timeout=5)
+    assert await main.exit_code(timeout=30) == 7
+    status = await second.status(timeout=30)
     assert (status.main_state, status.main_code) == ("exited", 7)
-    assert (await second.exec(["echo", "still here"], timeout=10)).stdout == b"still here\n"
+    assert (await second.exec(["echo", "still here"], timeout=30)).stdout == b"still here\n"
     await second.close()
 
 
@@ -134,8 +144,8 @@ async def test_malformed_frame_gets_an_error_and_the_agent_carries_on(
     errors = [f for f in frames if isinstance(f, Error)]
     assert errors and "argv must not be empty" in errors[0].message
     writer.close()
-    c = await GuestClient.connect(served.sock, timeout=5)
-    assert (await c.exec(["true"], timeout=10)).exit_code == 0
+    c = await GuestClient.connect(served.sock, timeout=30)
+    assert (await c.exec(["true"], timeout=30)).exit_code == 0
     await c.close()
 
 
@@ -143,12 +153,12 @@ async def test_malformed_frame_gets_an_error_and_the_agent_carries_on(
 async def test_shutdown_stops_commands_and_ends_serve(
     served: AgentUnderTest, settle_s: float
 ) -> None:
-    c = await GuestClient.connect(served.sock, timeout=5)
-    await c.wait_ready(timeout=10)
+    c = await GuestClient.connect(served.sock, timeout=30)
+    await c.wait_ready(timeout=30)
     handle = await c.run(["sleep", "30"])
     await asyncio.sleep(settle_s)
     await c.shutdown(grace_s=1.0)
-    end = await handle.wait(timeout=10)
+    end = await handle.wait(timeout=30)
     assert end.signal == signal.SIGTERM
     await asyncio.wait_for(served.task, 10)
     await c.close()
