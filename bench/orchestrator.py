@@ -32,9 +32,9 @@ from pydantic import SecretStr
 from bench.guest_boot import one_boot
 from mxvm.agent.agent import Agent
 from mxvm.client import ApiClient
-from mxvm.config import AgentSettings, CoordinatorSettings
-from mxvm.coordinator.process import open_coordinator, serve
+from mxvm.config import AgentSettings
 from mxvm.embedded import EmbeddedPostgres, EmbeddedRedis
+from mxvm.errors import MxvmError
 from mxvm.hypervisors.base import Driver, VmHandle, VmSpec
 from mxvm.hypervisors.fake import FakeDriver
 from mxvm.hypervisors.qemu.driver import QemuDriver
@@ -59,28 +59,28 @@ def _tmp() -> Path:
 
 @contextlib.asynccontextmanager
 async def cluster(port: int) -> AsyncIterator[Cluster]:
+    """Postgres, Redis and a `mxvm coordinator` process of their own (as in production, the
+    coordinator does not share an event loop with the agent or the client)."""
     tmp = _tmp()
     pg, rd = EmbeddedPostgres(tmp / "pg"), EmbeddedRedis(tmp / "redis")
-    settings = CoordinatorSettings(
-        database_url=await pg.start(),
-        redis_url=await rd.start(),
-        listen=f"127.0.0.1:{port}",
-        admin_token=SecretStr(ADMIN),
-        agent_tokens=[SecretStr(AGENT)],
-        node_subnet_pool="10.214.0.0/16",
+    env = {**os.environ, "MXVM_DATABASE_URL": await pg.start(), "MXVM_REDIS_URL": await rd.start(),
+           "MXVM_LISTEN": f"127.0.0.1:{port}", "MXVM_ADMIN_TOKEN": ADMIN,
+           "MXVM_AGENT_TOKENS": AGENT, "MXVM_NODE_SUBNET_POOL": "10.214.0.0/16",
+           "MXVM_LOG_LEVEL": "WARNING"}  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mxvm", "coordinator", env=env
     )
-    stop, ready = asyncio.Event(), asyncio.Event()
     try:
-        async with open_coordinator(settings) as coord:
-            task = asyncio.create_task(serve(coord, stop, ready=ready))
-            await ready.wait()
-            while coord.leader_epoch is None:
-                await asyncio.sleep(0.05)
-            async with ApiClient(f"http://127.0.0.1:{port}", ADMIN) as api:
-                yield Cluster(api, f"http://127.0.0.1:{port}", tmp)
-            stop.set()
-            await task
+        async with ApiClient(f"http://127.0.0.1:{port}", ADMIN) as api:
+            for _ in range(300):
+                with contextlib.suppress(MxvmError):
+                    if (await api.get("/api/v1/cluster/status"))["leader"]:
+                        break
+                await asyncio.sleep(0.1)
+            yield Cluster(api, f"http://127.0.0.1:{port}", tmp)
     finally:
+        proc.terminate()
+        await proc.wait()
         await rd.stop()
         await pg.stop()
 

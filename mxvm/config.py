@@ -79,7 +79,7 @@ class CoordinatorSettings(_FromEnvAndFile):
         default="10.87.0.0/16", description="pool the coordinator carves node subnets from"
     )
     node_subnet_prefix: int = Field(default=24, ge=8, le=30)
-    db_pool_max: int = Field(default=10, ge=1)
+    db_pool_max: int = Field(default=20, ge=1)
     backend_timeout_s: float = Field(default=5.0, gt=0)
     log_level: str = "INFO"
 
@@ -120,6 +120,10 @@ class AgentSettings(_FromEnvAndFile):
     )
     host_volumes: dict[str, str] = Field(default_factory=dict)
     sysfs_root: Path = Path("/sys")
+    dev_root: Path = Field(default=Path("/dev"), description="where /dev/vfio/<group> appears")
+    health_interval_s: float = Field(
+        default=30.0, gt=0, description="how often device health (NVML, sysfs) is re-checked"
+    )
     qemu_binary: str = "qemu-system-x86_64"
     cloud_hypervisor_binary: str = "cloud-hypervisor"
     libvirt_uri: str = "qemu:///system"

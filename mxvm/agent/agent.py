@@ -1,5 +1,6 @@
-"""The host agent: register, heartbeat, long-poll the desired allocations, converge, and
-re-adopt VMs an earlier agent process left running. It talks only HTTP to the coordinator."""
+"""The host agent: register, heartbeat, long-poll the desired allocations, converge, re-adopt
+VMs an earlier agent process left running, and report device health changes. It talks only
+HTTP to the coordinator."""
 
 from __future__ import annotations
 
@@ -15,18 +16,22 @@ from aiohttp import web
 
 from mxvm.agent import record as rec
 from mxvm.agent.context import AgentContext
-from mxvm.agent.inventory import registration
+from mxvm.agent.inventory import registration, scan_devices
+from mxvm.agent.passthrough import release_leftovers
 from mxvm.agent.runner import AllocRunner
 from mxvm.agent.server import create_agent_app
 from mxvm.client import ApiClient
 from mxvm.config import AgentSettings
 from mxvm.coordinator.process import split_listen
+from mxvm.devices import NvmlBackend
+from mxvm.devices.vfio import SysfsWriter
 from mxvm.errors import BackendUnavailable, InvalidState, MxvmError, NotFound
 from mxvm.hypervisors.base import Driver
 from mxvm.models import (
     AllocStatusUpdate,
     ClientStatus,
     DesiredStatus,
+    Device,
     Node,
     NodeAllocations,
     Registered,
@@ -47,12 +52,20 @@ class Agent:
         *,
         image_dir: Path,
         network: NodeNetwork | None,
+        nvml: NvmlBackend | None = None,
+        sysfs_writer: SysfsWriter | None = None,
     ) -> None:
+        """`nvml` and `sysfs_writer` are seams for tests (a fake NVML, a fake kernel);
+        None means the real NVML and real sysfs writes."""
         self.settings = settings
+        self.nvml = nvml
         self.secret = secrets.token_urlsafe(32)
         token = settings.agent_token.get_secret_value() if settings.agent_token else None
         self.api = ApiClient(settings.url, token, timeout_s=POLL_WAIT_S + 30)
         self.ctx = AgentContext(settings, drivers, self._report, image_dir, network)
+        if sysfs_writer is not None:
+            self.ctx.sysfs_writer = sysfs_writer
+        self.devices: list[Device] = []  # as last reported to the coordinator
         self.runners: dict[str, AllocRunner] = {}
         self.node: Node | None = None
         self.heartbeat_s = 5.0
@@ -86,6 +99,7 @@ class Agent:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeats(stop), name="heartbeat")
                 tg.create_task(self._watch(stop), name="watch")
+                tg.create_task(self._device_health(stop), name="device-health")
         finally:
             for r in self.runners.values():
                 if r.task is not None:
@@ -112,12 +126,14 @@ class Agent:
             self.ctx.image_dir,
             agent_url=f"http://{advertised}:{port}",
             agent_secret=self.secret,
+            nvml=self.nvml,
         )
         # agent_secret is excluded from serialisation (it must never leave the coordinator
         # again), so it is added to the registration body explicitly.
         body = reg.model_dump(mode="json") | {"agent_secret": self.secret}
         out = Registered.model_validate(await self.api.post("/api/v1/agent/register", json=body))
         self.node = out.node
+        self.devices = reg.devices
         self.ctx.subnet = out.node.subnet
         self.heartbeat_s = max(0.2, out.heartbeat_ttl_s / 3)
         log.info("agent.registered %s subnet=%s", out.node.id, out.node.subnet)
@@ -140,6 +156,10 @@ class Agent:
                 await self._discard(run_dir, record)
                 continue
             self._start_runner(AllocRunner(self.ctx, assigned, record))
+        held = {d for r in self.runners.values() for d in r.assigned.allocation.device_ids}
+        released = await release_leftovers(self.ctx, held)
+        if released:
+            log.info("vfio.leftovers_released %s", released)
         if self.ctx.net is not None:
             removed = await self.ctx.net.cleanup_leftovers(set(self.runners))
             if removed:
@@ -167,6 +187,33 @@ class Agent:
                 log.warning("agent.heartbeat_failed %s", exc.detail)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.heartbeat_s)
+
+    async def _device_health(self, stop: asyncio.Event) -> None:
+        """Re-scan the devices every health_interval_s and report any change (a GPU that
+        NVML finds broken, one that recovered, one gone): the coordinator fails the
+        allocations on a broken one and stops placing work there."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.health_interval_s)
+            if stop.is_set():
+                return
+            try:
+                devices = await asyncio.to_thread(scan_devices, self.settings, self.nvml)
+            except (MxvmError, OSError) as exc:  # sysfs mid-change, a corrupt name cache
+                log.warning("agent.device_scan_failed %s", exc)
+                continue
+            if devices == self.devices:
+                continue
+            assert self.node is not None
+            body = [d.model_dump(mode="json") for d in devices]
+            try:
+                await self.api.post(f"/api/v1/agent/nodes/{self.node.id}/devices", json=body)
+            except (BackendUnavailable, NotFound) as exc:
+                log.warning("agent.devices_report_failed %s", exc.detail)
+                continue  # reported again on the next scan
+            changed = [d.id for d in devices if d not in self.devices]
+            log.info("agent.devices_reported changed=%s", changed)
+            self.devices = devices
 
     async def _poll(self, index: int, wait_s: float) -> NodeAllocations:
         assert self.node is not None

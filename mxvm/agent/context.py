@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mxvm.config import AgentSettings
+from mxvm.devices.vfio import SysfsWriter, write_sysfs
 from mxvm.errors import InvalidSpec
 from mxvm.hypervisors.base import Driver
 from mxvm.models import AllocStatusUpdate
@@ -28,6 +29,7 @@ class AgentContext:
     net: NodeNetwork | None = None
     subnet: str | None = None  # the node's subnet, from registration
     tasks: set[object] = field(default_factory=set)
+    sysfs_writer: SysfsWriter = write_sysfs  # VFIO binding's kernel writes; tests fake them
 
     @property
     def gateway(self) -> str | None:

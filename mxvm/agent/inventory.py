@@ -13,7 +13,7 @@ import psutil
 
 from mxvm.agent.images import list_images
 from mxvm.config import AgentSettings
-from mxvm.devices import PynvmlBackend, scan_inventory
+from mxvm.devices import NvmlBackend, PynvmlBackend, scan_inventory
 from mxvm.hypervisors.base import Driver
 from mxvm.hypervisors.qemu.driver import QemuDriver
 from mxvm.models import Device, NodeRegistration, Resources
@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 
 
-def _devices(settings: AgentSettings) -> list[Device]:
-    report = scan_inventory(settings.sysfs_root, nvml=PynvmlBackend(), state_dir=settings.state_dir)
+def scan_devices(settings: AgentSettings, nvml: NvmlBackend | None = None) -> list[Device]:
+    """The node's devices with their health now (blocking: sysfs and NVML). `nvml` is the
+    seam for tests; None means the real NVML."""
+    nvml = nvml if nvml is not None else PynvmlBackend()
+    report = scan_inventory(settings.sysfs_root, nvml=nvml, state_dir=settings.state_dir)
     return report.to_devices()
 
 
@@ -44,6 +47,7 @@ async def registration(
     *,
     agent_url: str,
     agent_secret: str,
+    nvml: NvmlBackend | None = None,
 ) -> NodeRegistration:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     disk = psutil.disk_usage(str(settings.state_dir))
@@ -58,7 +62,7 @@ async def registration(
         attrs["kvm"] = str(kvm).lower()
     for name, image in list_images(image_dir).items():
         attrs[f"image.{name}.min_memory_mb"] = str(image.min_memory_mb)
-    devices = await asyncio.to_thread(_devices, settings)
+    devices = await asyncio.to_thread(scan_devices, settings, nvml)
     return NodeRegistration(
         name=settings.node_name,
         address=settings.address or settings.api_listen.rpartition(":")[0],

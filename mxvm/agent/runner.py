@@ -51,6 +51,7 @@ class AllocRunner:
         self.attempt = Attempt()
         self.status = ClientStatus(assigned.allocation.client_status)
         self.task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
 
     @property
     def log_path(self) -> Path:
@@ -75,6 +76,9 @@ class AllocRunner:
         exit_code: int | None = None,
         events: list[AllocEvent] | None = None,
     ) -> None:
+        if self._starting is not None and status != ClientStatus.STARTING:
+            await self._starting  # reports stay in order
+            self._starting = None
         self.status = status
         update = AllocStatusUpdate(
             client_status=status, description=description, exit_code=exit_code, events=events or []
@@ -92,7 +96,10 @@ class AllocRunner:
             if self.record.handle is not None:
                 outcome = await self._adopt(self.record.handle)
             else:
-                await self._report(ClientStatus.STARTING, events=[_event("starting", "")])
+                # Reported while the VM boots: the report's round trip is not on the boot path.
+                self._starting = asyncio.create_task(
+                    self._report(ClientStatus.STARTING, events=[_event("starting", "")])
+                )
                 outcome = await self._attempt()
             while self._restart_due(outcome):
                 outcome = await self._restart(outcome)
@@ -108,10 +115,19 @@ class AllocRunner:
         final = self._final(outcome)
         self.record.final = final
         rec.save(self.run_dir, self.record)
-        await teardown(self.ctx, self.record.driver, self.attempt.handle, self.alloc_id)
+        await teardown(
+            self.ctx,
+            self.record.driver,
+            self.attempt.handle,
+            self.alloc_id,
+            self.assigned.allocation.device_ids,  # kept bound across restarts, released here
+        )
         await self._deliver_final(final)
 
     async def _deliver_final(self, final: AllocStatusUpdate) -> None:
+        if self._starting is not None:
+            await self._starting
+            self._starting = None
         self.status = final.client_status
         await self.ctx.report(self.alloc_id, final)
         rec.remove(self.run_dir)
@@ -197,6 +213,8 @@ class AllocRunner:
         }
         if a.device_ids:
             env["MXVM_ALLOCATED_DEVICE_IDS"] = ",".join(a.device_ids)
+            # The guest enumerates the passed-through GPUs in VmSpec.pci_devices order.
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(a.device_ids)))
         env.update(self.assigned.task.env)
         return env
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from mxvm.agent.context import AgentContext
 from mxvm.agent.images import resolve_image
+from mxvm.agent.passthrough import bind_devices, release_devices
 from mxvm.errors import InvalidSpec, MxvmError
 from mxvm.hypervisors.base import VmHandle, VmSpec
 from mxvm.image.cmdline import BASE, guest_cmdline
@@ -31,7 +33,8 @@ def identity_args(ip: str | None, prefixlen: int, gateway: str | None, mac: str 
 
 
 async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path) -> VmSpec:
-    """Everything the driver needs; ImageError / InvalidSpec name what is wrong."""
+    """Everything the driver needs; ImageError / InvalidSpec / PassthroughError name what is
+    wrong. The allocation's devices are bound to vfio-pci here (undone by `teardown`)."""
     a, task = assigned.allocation, assigned.task
     image = resolve_image(ctx.image_dir, task.image)
     if task.memory_mb < image.min_memory_mb:
@@ -44,6 +47,7 @@ async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path
         info = await ctx.net.create_tap(a.id)
         tap, mac = info.name, info.mac
     hostname = a.name.replace("[", "-").replace("]", "")
+    pci_devices = await bind_devices(ctx, a.id, a.device_ids)
     return VmSpec(
         alloc_id=a.id,
         name=a.name,
@@ -55,14 +59,15 @@ async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path
         kernel_args=image.cmdline + identity_args(a.ip, ctx.prefixlen, ctx.gateway, mac, hostname),
         tap=tap,
         mac=mac,
-        pci_devices=[],
+        pci_devices=pci_devices,
         run_dir=run_dir,
     )
 
 
 async def teardown(ctx: AgentContext, driver_name: str, handle: VmHandle | None,
-                   alloc_id: str) -> None:  # fmt: skip
-    """Stop (gracefully, then hard) and forget the VM, and remove its tap. Never raises."""
+                   alloc_id: str, devices: Sequence[str] = ()) -> None:  # fmt: skip
+    """Stop (gracefully, then hard) and forget the VM, remove its tap, and give `devices`
+    back to their drivers (only once the VM no longer holds them). Never raises."""
     if handle is not None:
         driver = ctx.driver(driver_name)
         try:
@@ -76,3 +81,4 @@ async def teardown(ctx: AgentContext, driver_name: str, handle: VmHandle | None,
             await ctx.net.delete_tap(tap_name(alloc_id))
         except MxvmError as exc:
             log.warning("net.tap_delete_failed %s %s", alloc_id, exc.detail)
+    await release_devices(ctx, alloc_id, devices)

@@ -1,13 +1,19 @@
-"""Agent-facing endpoints: register, heartbeat, long-poll desired allocations, report status."""
+"""Agent-facing endpoints: register, heartbeat, long-poll desired allocations, report status
+and device health."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import RootModel
 
 from mxvm.api.http import body, coordinator, query_number, reply
-from mxvm.models import AllocStatusUpdate, NodeRegistration
+from mxvm.models import AllocStatusUpdate, Device, NodeRegistration
 
 MAX_WAIT_S = 300.0
+
+
+class DeviceList(RootModel[list[Device]]):
+    """The node's devices as its agent sees them now (the whole list, health included)."""
 
 
 async def register(request: web.Request) -> web.Response:
@@ -33,3 +39,9 @@ async def report_status(request: web.Request) -> web.Response:
         request.match_info["id"], request.match_info["alloc_id"], update
     )
     return reply(alloc)
+
+
+async def report_devices(request: web.Request) -> web.Response:
+    devices = await body(request, DeviceList)
+    node = await coordinator(request).report_devices(request.match_info["id"], devices.root)
+    return reply(node)

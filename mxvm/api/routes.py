@@ -89,4 +89,7 @@ ROUTES: list[Route] = [
     Route("POST", f"{V1}/agent/nodes/{{id}}/allocations/{{alloc_id}}/status",
           agent.report_status, "agent_report_status", "Report an allocation's status (agent)",
           Scope.AGENT, request=AllocStatusUpdate, response=Allocation),
+    Route("POST", f"{V1}/agent/nodes/{{id}}/devices", agent.report_devices, "agent_devices",
+          "Report the node's devices and their health; fails allocations on unhealthy ones "
+          "(agent)", Scope.AGENT, request=agent.DeviceList, response=Node),
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from mxvm.models import (
     Allocation,
     AllocStatusUpdate,
     ClientStatus,
+    Device,
     Eligibility,
     EligibilityUpdate,
     EvalTrigger,
@@ -57,15 +58,12 @@ class Coordinator:
     async def _check_image_memory(self, spec: JobSpec) -> None:
         """Refuse (422) memory below the image's minimum on every node that has the image:
         such a guest could never boot. Nodes report `image.<name>.min_memory_mb`."""
-        key = f"image.{spec.task.image}.min_memory_mb"
-        minimums = [
-            int(n.attributes[key]) for n in await self.store.list_nodes() if key in n.attributes
-        ]
-        if minimums and spec.task.memory_mb < min(minimums):
+        minimum = await self.store.image_min_memory(spec.task.image)
+        if minimum is not None and spec.task.memory_mb < minimum:
             raise InvalidSpec(
                 f"task.memory_mb {spec.task.memory_mb} is below image {spec.task.image!r}'s "
-                f"minimum of {min(minimums)} MiB",
-                errors=[{"field": "task.memory_mb", "message": f"must be >= {min(minimums)}"}],
+                f"minimum of {minimum} MiB",
+                errors=[{"field": "task.memory_mb", "message": f"must be >= {minimum}"}],
             )
 
     async def stop_job(self, job_id: str) -> tuple[Job, Evaluation | None]:
@@ -99,6 +97,32 @@ class Coordinator:
         node = await self.store.set_node_eligibility(node_id, update.eligibility)
         if update.eligibility == Eligibility.ELIGIBLE:
             await self._capacity_changed(node_id=node_id)
+        return node
+
+    async def report_devices(self, node_id: str, devices: list[Device]) -> Node:
+        """An agent's fresh view of its devices (health from NVML and sysfs).
+
+        A device that turned unhealthy (or vanished) takes the live allocation holding it
+        down: the coordinator marks that allocation FAILED with the reason itself, as it
+        marks allocations LOST when a node dies, instead of asking the agent (desired STOP)
+        and waiting for its report. FAILED, not stopped, so the job's reschedule policy
+        governs the replacement (attempts counted, previous_allocation linked; a STOP would
+        read as "stopped on purpose"), and the claim is released at once, so the replacement
+        can be planned on a healthy GPU right away. The agent sees the allocation leave its
+        desired set and tears the VM down (its own final report is then refused as stale).
+        """
+        node, failed = await self.store.set_node_devices(node_id, devices)
+        for alloc_id, job_id in failed:
+            log.warning(
+                "alloc.device_failed %s on node %s",
+                alloc_id,
+                node_id,
+                extra={"alloc_id": alloc_id, "job_id": job_id, "node_id": node_id},
+            )
+        for job_id in sorted({job_id for _, job_id in failed}):
+            await self.store.create_evaluation(job_id, EvalTrigger.ALLOC_FAILURE, node_id=node_id)
+            await self.store.refresh_job_status(job_id)
+        await self._capacity_changed()  # a device may be healthy again: retry blocked evals
         return node
 
     async def node_allocations(self, node_id: str, index: int, wait_s: float) -> NodeAllocations:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import asyncpg
 
 from mxvm.errors import Conflict, NotFound
-from mxvm.models import Eligibility, Node, NodeRegistration
+from mxvm.models import Device, Eligibility, Node, NodeRegistration
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
 from mxvm.store.queries import q
@@ -141,9 +141,51 @@ class NodeStore(StoreBase):
             raise NotFound(f"node {node_id} not found")
         return int(idx)
 
+    async def image_min_memory(self, image: str) -> int | None:
+        """The lowest minimum memory any node reports for `image`; None if none has it."""
+        value = await self.db.fetchval(q("nodes_image_min_memory"), f"image.{image}.min_memory_mb")
+        return None if value is None else int(value)
+
     async def agent_endpoint(self, node_id: str) -> tuple[str, str]:
         """(agent_url, agent_secret) of a node, for the coordinator's calls to its agent."""
         row = await self.db.fetchrow(q("node_agent_endpoint"), node_id)
         if row is None:
             raise NotFound(f"node {node_id} not found")
         return row["agent_url"], row["agent_secret"]
+
+    async def set_node_devices(
+        self, node_id: str, devices: list[Device]
+    ) -> tuple[Node, list[tuple[str, str]]]:
+        """Replace a node's devices with its agent's fresh view and, in the same transaction,
+        fail every live allocation holding a device that is now unhealthy or gone, with the
+        reason. Returns (node, [(allocation id, job id)] of the allocations failed)."""
+        async with self.db.transaction() as conn:
+            old = await conn.fetchval(q("node_devices_for_update"), node_id)
+            if old is None:
+                raise NotFound(f"node {node_id} not found")
+            row = await conn.fetchrow(
+                q("node_set_devices"), node_id, [d.model_dump(mode="json") for d in devices]
+            )
+            assert row is not None
+            failed: list[tuple[str, str]] = []
+            for device_id, why in device_problems(old, devices).items():
+                recs = await conn.fetch(q("allocs_fail_on_device"), node_id, device_id, why)
+                failed += [(r["id"], r["job_id"]) for r in recs]
+            if failed:
+                await conn.execute(q("nodes_bump_index"), [node_id])  # the agent stops the VMs
+        return rows.node(row), failed
+
+
+def device_problems(old: list[dict[str, object]], new: list[Device]) -> dict[str, str]:
+    """device id -> why no allocation may keep it: unhealthy now, or no longer reported."""
+    out = {
+        d.id: f"{'GPU' if d.kind == 'gpu' else 'device'} {d.id} unhealthy: {d.health_reason}"
+        for d in new
+        if not d.healthy
+    }
+    present = {d.id for d in new}
+    for d in old:
+        device_id = str(d["id"])
+        if device_id not in present:
+            out[device_id] = f"device {device_id} is no longer present on the node"
+    return out

@@ -98,3 +98,27 @@ FROM unnest(
 
 -- name: node_agent_endpoint
 SELECT agent_url, agent_secret FROM nodes WHERE id = $1;
+
+-- name: nodes_image_min_memory
+-- The smallest minimum memory any node reports for an image (attribute image.<name>.min_memory_mb).
+SELECT min((attributes ->> $1)::int) FROM nodes WHERE attributes ? $1;
+
+-- name: node_devices_for_update
+SELECT devices FROM nodes WHERE id = $1 FOR UPDATE;
+
+-- name: node_set_devices
+UPDATE nodes SET devices = $2::jsonb, modified_at = now() WHERE id = $1 RETURNING *;
+
+-- name: allocs_fail_on_device
+-- The live allocation holding a device that went bad fails, as if its agent had said so: the
+-- device claim goes with it (trigger) and the reschedule policy decides on a replacement.
+UPDATE allocations
+SET client_status = 'failed',
+    client_description = $3,
+    events = events || jsonb_build_array(jsonb_build_object(
+        'time', now(), 'type', 'failed', 'message', $3::text)),
+    modified_at = now()
+WHERE live AND id IN (
+    SELECT allocation_id FROM allocation_devices WHERE node_id = $1 AND device_id = $2
+)
+RETURNING id, job_id;
