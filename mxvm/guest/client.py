@@ -33,11 +33,13 @@ from typing import Any, TypeVar
 from mxvm.guest.errors import (
     GuestCommandRejected,
     GuestError,
+    GuestProtocolError,
     GuestTimeout,
     GuestUnavailable,
 )
 from mxvm.guest.protocol import (
     MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
     Error,
     Exec,
     Exit,
@@ -187,7 +189,13 @@ class GuestClient:
             if remaining <= 0:
                 raise GuestUnavailable(f"guest agent not ready after {timeout}s")
             await asyncio.wait({self._ready}, timeout=min(1.0, remaining))
-        return self._ready.result()
+        info = self._ready.result()
+        if info.protocol != PROTOCOL_VERSION:
+            raise GuestProtocolError(
+                f"guest agent {info.agent_version} speaks protocol {info.protocol}, "
+                f"this host speaks {PROTOCOL_VERSION}: rebuild the guest image"
+            )
+        return info
 
     async def run(
         self,

@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from mxvm.guest.client import GuestClient, OutputChunk
-from mxvm.guest.errors import GuestCommandRejected, GuestTimeout, GuestUnavailable
-from mxvm.guest.protocol import AGENT_VERSION, MAX_CHUNK, Error, decode_guest_frame
+from mxvm.guest.errors import (
+    GuestCommandRejected,
+    GuestProtocolError,
+    GuestTimeout,
+    GuestUnavailable,
+)
+from mxvm.guest.protocol import AGENT_VERSION, MAX_CHUNK, Error, Ready, decode_guest_frame, encode
 
 from .conftest import AgentUnderTest
 
@@ -24,6 +29,24 @@ async def test_ready_reports_version(served: AgentUnderTest) -> None:
     info = await c.wait_ready(timeout=30)
     assert info.agent_version == AGENT_VERSION and info.protocol == 1
     await c.close()
+
+
+async def test_a_guest_speaking_another_protocol_is_refused(short_dir: Path) -> None:
+    """A stale guest image: the client says so instead of misreading frames."""
+    sock = short_dir / "old.sock"
+    ready = Ready(agent_version="0.0.1", protocol=0, kernel="k", boot_s=1.0)
+
+    async def old_guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(encode(ready))
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_unix_server(old_guest, sock)
+    async with server:
+        c = await GuestClient.connect(sock, timeout=30)
+        with pytest.raises(GuestProtocolError, match="rebuild the guest image"):
+            await c.wait_ready(timeout=30)
+        await c.close()
 
 
 async def test_run_streams_output_and_reports_exit_code(client: GuestClient) -> None:
