@@ -15,7 +15,7 @@ import pytest
 
 from mxvm.guest.client import GuestClient
 from mxvm.image import ImagePaths, build_dev_image, default_image_dir, guest_cmdline
-from mxvm.image.qemu import minimal_argv
+from mxvm.image.qemu import channel_args, minimal_argv
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
@@ -199,6 +199,30 @@ async def test_serial_channel_as_under_cloud_hypervisor(
         await vm.client.shutdown(grace_s=1.0)
         assert await asyncio.wait_for(proc.wait(), 120) == 0
         assert "guest agent exited with status 0" in console.read_text(errors="replace")
+    finally:
+        await _destroy(vm)
+
+
+async def test_pci_machine_boots_the_same_image(dev_image: ImagePaths, vm_dir: Path) -> None:
+    """q35 (virtio over PCI, as libvirt uses): the image's virtio_pci path and the
+    PCI flavour of the channel (channel_args(mmio=False))."""
+    sock, console = vm_dir / "guest.sock", vm_dir / "console.log"
+    argv = [
+        "qemu-system-x86_64", "-M", "q35", "-accel", "tcg", "-cpu", "max", "-m", "256",
+        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-serial", f"file:{console}", "-kernel", str(dev_image.kernel),
+        "-initrd", str(dev_image.initrd), "-append", guest_cmdline(),
+        *channel_args(sock, mmio=False),
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+    vm = BootedVM(proc, sock, vm_dir / "none", console, await GuestClient.connect(sock, 30))
+    try:
+        await vm.client.wait_ready(timeout=BOOT_TIMEOUT_S)
+        drivers = await vm.client.exec(["ls", "/sys/bus/pci/drivers"], timeout=120)
+        assert b"virtio-pci" in drivers.stdout.split()
+        await vm.client.shutdown(grace_s=1.0)
+        assert await asyncio.wait_for(proc.wait(), 120) == 0
+        _assert_clean_power_off(console)
     finally:
         await _destroy(vm)
 
