@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from mxvm.hypervisors.base import VmHandle
+from mxvm.hypervisors.statefile import load_model, save_model
 from mxvm.models import AllocStatusUpdate
 
 RECORD = "record.json"
@@ -40,9 +41,7 @@ def vm_dir(run_dir: Path) -> Path:
 
 def save(run_dir: Path, record: AllocRecord) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (RECORD + ".tmp")
-    tmp.write_text(record.model_dump_json())
-    tmp.replace(run_dir / RECORD)
+    save_model(run_dir / RECORD, record)
 
 
 def load_all(state_dir: Path) -> list[tuple[Path, AllocRecord]]:
@@ -51,12 +50,9 @@ def load_all(state_dir: Path) -> list[tuple[Path, AllocRecord]]:
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
-        f = d / RECORD
-        if f.is_file():
-            try:
-                out.append((d, AllocRecord.model_validate_json(f.read_text())))
-            except ValueError:
-                continue
+        record = load_model(d / RECORD, AllocRecord)
+        if record is not None:
+            out.append((d, record))
     return out
 
 

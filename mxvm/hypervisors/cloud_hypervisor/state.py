@@ -12,10 +12,11 @@ import signal
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from mxvm.hypervisors.base import VmState, VmStatus
 from mxvm.hypervisors.qemu.state import console_tail
+from mxvm.hypervisors.statefile import load_model, save_model
 
 STATE_FILE = "vm.json"
 _POWER_OFF = "reboot: Power down"
@@ -36,17 +37,11 @@ class ChvRecord(BaseModel):
 
 
 def save_record(run_dir: Path, record: ChvRecord) -> None:
-    """Atomically (write + rename), so a crash mid-write never leaves half a file."""
-    tmp = run_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(record.model_dump_json())
-    tmp.replace(run_dir / STATE_FILE)
+    save_model(run_dir / STATE_FILE, record)
 
 
 def load_record(run_dir: Path) -> ChvRecord | None:
-    try:
-        return ChvRecord.model_validate_json((run_dir / STATE_FILE).read_bytes())
-    except (OSError, ValidationError):
-        return None
+    return load_model(run_dir / STATE_FILE, ChvRecord)
 
 
 def panic_reason(console_log: Path) -> str | None:

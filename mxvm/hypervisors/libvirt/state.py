@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from mxvm.hypervisors.base import VmState, VmStatus
 from mxvm.hypervisors.libvirt.conn import DomainInfo, DomainState, ShutoffReason
 from mxvm.hypervisors.qemu.state import console_tail, halted_reason
+from mxvm.hypervisors.statefile import load_model, save_model
 
 STATE_FILE = "vm.json"
 _POWER_OFF = "reboot: Power down"
@@ -47,17 +48,11 @@ class DomainRecord(BaseModel):
 
 
 def save_record(run_dir: Path, record: DomainRecord) -> None:
-    """Atomically (write + rename), so a crash mid-write never leaves half a file."""
-    tmp = run_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(record.model_dump_json())
-    tmp.replace(run_dir / STATE_FILE)
+    save_model(run_dir / STATE_FILE, record)
 
 
 def load_record(run_dir: Path) -> DomainRecord | None:
-    try:
-        return DomainRecord.model_validate_json((run_dir / STATE_FILE).read_bytes())
-    except (OSError, ValidationError):
-        return None
+    return load_model(run_dir / STATE_FILE, DomainRecord)
 
 
 def _console_verdict(console_log: Path) -> tuple[VmState, str] | None:

@@ -12,9 +12,10 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from mxvm.hypervisors.base import VmState, VmStatus
+from mxvm.hypervisors.statefile import load_model, save_model
 
 STATE_FILE = "vm.json"
 _TAIL_BYTES = 64 * 1024
@@ -37,17 +38,11 @@ class VmRecord(BaseModel):
 
 
 def save_record(run_dir: Path, record: VmRecord) -> None:
-    """Atomically (write + rename), so a crash mid-write never leaves half a file."""
-    tmp = run_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(record.model_dump_json())
-    tmp.replace(run_dir / STATE_FILE)
+    save_model(run_dir / STATE_FILE, record)
 
 
 def load_record(run_dir: Path) -> VmRecord | None:
-    try:
-        return VmRecord.model_validate_json((run_dir / STATE_FILE).read_bytes())
-    except (OSError, ValidationError):
-        return None
+    return load_model(run_dir / STATE_FILE, VmRecord)
 
 
 def console_tail(console_log: Path) -> str:
