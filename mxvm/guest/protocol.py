@@ -16,11 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import inspect
 import json
 import types
 import typing
-from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from dataclasses import field
+from typing import Any, ClassVar, Literal, Union
 
 PROTOCOL_VERSION = 1
 AGENT_VERSION = "0.1.0"
@@ -32,16 +33,59 @@ Stream = Literal["stdout", "stderr"]
 MainState = Literal["none", "running", "exited"]
 
 
-# Every frame class has a docstring: for one without, @dataclass builds a __doc__ with
-# inspect.signature(), which is slow at import in a TCG guest.
-
-
 class ProtocolError(ValueError):
     """A frame that is not valid JSON, too large, of an unknown type, or has a bad field."""
 
 
-@dataclass(frozen=True)
-class Run:
+_MISSING: Any = object()
+
+
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(field,))
+class _Frame:
+    """Base of every frame: an immutable record declared like a dataclass. Not @dataclass
+    itself, which compiles six methods per class: a third of a second of a TCG guest's boot
+    for the dozen frames here. Fields are the class's annotations, in order."""
+
+    _fields: ClassVar[tuple[tuple[str, Any], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = inspect.get_annotations(cls)
+        cls._fields = tuple((name, cls.__dict__.get(name, _MISSING)) for name in names)
+
+    def __init__(self, **values: Any) -> None:
+        for name, default in self._fields:
+            if name in values:
+                value = values.pop(name)
+            elif isinstance(default, dataclasses.Field):
+                value = default.default_factory()  # type: ignore[operator]
+            elif default is _MISSING:
+                raise TypeError(f"{type(self).__name__}: missing field {name!r}")
+            else:
+                value = default
+            object.__setattr__(self, name, value)
+        if values:
+            raise TypeError(f"{type(self).__name__}: unknown fields {sorted(values)}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Frame) or type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # frames hold lists and dicts
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+        return f"{type(self).__name__}({body})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name, _ in self._fields}
+
+
+class Run(_Frame):
     """Start the allocation's main command (at most one per guest boot)."""
 
     id: str
@@ -51,8 +95,7 @@ class Run:
     type: Literal["run"] = "run"
 
 
-@dataclass(frozen=True)
-class Exec:
+class Exec(_Frame):
     """Run a further command in the running guest."""
 
     id: str
@@ -62,8 +105,7 @@ class Exec:
     type: Literal["exec"] = "exec"
 
 
-@dataclass(frozen=True)
-class Signal:
+class Signal(_Frame):
     """Send a signal to the process group of a running command."""
 
     id: str
@@ -71,31 +113,27 @@ class Signal:
     type: Literal["signal"] = "signal"
 
 
-@dataclass(frozen=True)
-class StatusRequest:
+class StatusRequest(_Frame):
     """Ask for the main command's state (a re-connecting host uses this)."""
 
     type: Literal["status_request"] = "status_request"
 
 
-@dataclass(frozen=True)
-class Ping:
+class Ping(_Frame):
     """Liveness probe; answered by Pong (also how a re-connecting host learns the agent is up)."""
 
     nonce: str = ""
     type: Literal["ping"] = "ping"
 
 
-@dataclass(frozen=True)
-class Shutdown:
+class Shutdown(_Frame):
     """Stop every command, sync and power the guest off (the graceful stop path)."""
 
     grace_s: float = 5.0
     type: Literal["shutdown"] = "shutdown"
 
 
-@dataclass(frozen=True)
-class Ready:
+class Ready(_Frame):
     """Sent once when the agent starts serving; `boot_s` is the guest uptime at that moment."""
 
     agent_version: str
@@ -106,8 +144,7 @@ class Ready:
     type: Literal["ready"] = "ready"
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(_Frame):
     """A chunk of a command's stdout or stderr."""
 
     id: str
@@ -123,8 +160,7 @@ class Output:
         return base64.b64decode(self.data)
 
 
-@dataclass(frozen=True)
-class Exit:
+class Exit(_Frame):
     """A command ended. `code` is 128+N when killed by signal N (then `signal` is N);
     127/126 with `error` set when it could not start (not found / not executable)."""
 
@@ -135,8 +171,7 @@ class Exit:
     type: Literal["exit"] = "exit"
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(_Frame):
     """Reply to StatusRequest. `main_code` is set once the main command has exited."""
 
     main_id: str | None
@@ -147,8 +182,7 @@ class Status:
     type: Literal["status"] = "status"
 
 
-@dataclass(frozen=True)
-class Pong:
+class Pong(_Frame):
     """Reply to Ping, with what Ready carries plus the current uptime."""
 
     nonce: str
@@ -160,8 +194,7 @@ class Pong:
     type: Literal["pong"] = "pong"
 
 
-@dataclass(frozen=True)
-class Error:
+class Error(_Frame):
     """A request could not be honoured; `id` names the command when there is one."""
 
     message: str
@@ -181,7 +214,7 @@ GUEST_FRAMES: dict[str, type[Any]] = {c.type: c for c in (Ready, Output, Exit, S
 
 def encode(frame: Frame) -> bytes:
     """One frame as one line of compact JSON, newline included."""
-    data = json.dumps(dataclasses.asdict(frame), separators=(",", ":"), ensure_ascii=True)
+    data = json.dumps(frame.to_dict(), separators=(",", ":"), ensure_ascii=True)
     line = data.encode("ascii") + b"\n"
     if len(line) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(line)} bytes exceeds {MAX_FRAME_BYTES}")
@@ -213,21 +246,30 @@ def _decode(line: bytes, registry: dict[str, type[Any]]) -> Any:
     cls = registry.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown frame type {kind!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(obj) - known
+    hints = _hints(cls)
+    unknown = set(obj) - set(hints)
     if unknown:
         raise ProtocolError(f"{kind}: unknown fields {sorted(unknown)}")
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if f.name not in obj:
-            if required:
-                raise ProtocolError(f"{kind}: missing field {f.name!r}")
+    for name, default in cls._fields:
+        if name not in obj:
+            if default is _MISSING:
+                raise ProtocolError(f"{kind}: missing field {name!r}")
             continue
-        if not _conforms(obj[f.name], hints[f.name]):
-            raise ProtocolError(f"{kind}: bad value for {f.name!r}: {obj[f.name]!r:.80}")
+        if not _conforms(obj[name], hints[name]):
+            raise ProtocolError(f"{kind}: bad value for {name!r}: {obj[name]!r:.80}")
     _check_semantics(obj)
     return cls(**obj)
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[_Frame]) -> dict[str, Any]:
+    """Field name -> type, evaluated once per class (get_type_hints is slow)."""
+    if cls not in _HINTS:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = {name: hints[name] for name, _ in cls._fields}
+    return _HINTS[cls]
 
 
 def _conforms(value: Any, tp: Any) -> bool:
