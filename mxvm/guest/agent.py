@@ -130,6 +130,8 @@ class GuestAgent:
         os.sync()
         await self._drain(limit_s=2.0)
         self._closing = True
+        with contextlib.suppress(queue.Full):
+            self._outq.put_nowait(b"")
 
     def request_shutdown(self, grace_s: float = 5.0) -> None:
         """Thread-safe: ask serve() to stop (the power button calls this)."""
@@ -165,11 +167,10 @@ class GuestAgent:
                     self._post(self._on_line, line)
             if len(buf) > MAX_FRAME_BYTES:
                 buf.clear()
-                self._post(self._on_line, b"<frame too long>")
+                self._post(self._reject, f"a frame exceeded {MAX_FRAME_BYTES} bytes: dropped")
 
     def _write_loop(self) -> None:
-        while True:
-            line = self._outq.get()
+        while line := self._outq.get():  # b"" (queued by serve() at the end) stops it
             try:
                 self._port.write(line)
             except OSError as exc:
@@ -210,10 +211,13 @@ class GuestAgent:
         try:
             frame = decode_host_frame(line)
         except ProtocolError as exc:
-            log.warning("guest.bad_frame error=%s", exc)
-            self._spawn(self._send(Error(message=f"bad frame: {exc}")))
+            self._reject(f"bad frame: {exc}")
             return
         self._dispatch(frame)
+
+    def _reject(self, message: str) -> None:
+        log.warning("guest.bad_frame error=%s", message)
+        self._spawn(self._send(Error(message=message)))
 
     def _dispatch(self, frame: Any) -> None:
         match frame:

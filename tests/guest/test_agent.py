@@ -15,7 +15,15 @@ from mxvm.guest.errors import (
     GuestTimeout,
     GuestUnavailable,
 )
-from mxvm.guest.protocol import AGENT_VERSION, MAX_CHUNK, Error, Ready, decode_guest_frame, encode
+from mxvm.guest.protocol import (
+    AGENT_VERSION,
+    MAX_CHUNK,
+    MAX_FRAME_BYTES,
+    Error,
+    Ready,
+    decode_guest_frame,
+    encode,
+)
 
 from .conftest import AgentUnderTest
 
@@ -166,6 +174,10 @@ async def test_malformed_frame_gets_an_error_and_the_agent_carries_on(
     frames = [decode_guest_frame(await asyncio.wait_for(reader.readline(), 10)) for _ in range(2)]
     errors = [f for f in frames if isinstance(f, Error)]
     assert errors and "argv must not be empty" in errors[0].message
+    writer.write(b"x" * (MAX_FRAME_BYTES + 10))  # no newline: the agent must not hoard it
+    await writer.drain()
+    rejected = decode_guest_frame(await asyncio.wait_for(reader.readline(), 30))
+    assert isinstance(rejected, Error) and "exceeded" in rejected.message
     writer.close()
     c = await GuestClient.connect(served.sock, timeout=30)
     assert (await c.exec(["true"], timeout=30)).exit_code == 0
