@@ -122,17 +122,29 @@ def build_dev_image(
         return _build_locked(dest, progress, force)
 
 
+def _resolve() -> tuple[str, dict[str, str]]:
+    kernel_pkg = debs.kernel_package()
+    return kernel_pkg, debs.candidates([kernel_pkg, *python.DEBS, *python.LIB_DEBS])
+
+
 def _build_locked(dest: Path, progress: Callable[[str], None], force: bool) -> ImagePaths:
     progress("checking package versions")
-    kernel_pkg = debs.kernel_package()
-    versions = debs.candidates([kernel_pkg, *python.DEBS, *python.LIB_DEBS])
-    inputs = _inputs(versions)
-    if not force and (paths := _cached(dest, inputs)) is not None:
+    kernel_pkg, versions = _resolve()
+    if not force and (paths := _cached(dest, _inputs(versions))) is not None:
         progress(f"image in {dest} is up to date")
         return paths
     started = time.monotonic()
     progress(f"downloading {kernel_pkg} and the Python packages")
-    fetched = debs.download(versions, dest / "debs")
+    try:
+        fetched = debs.download(versions, dest / "debs")
+    except ImageBuildError:
+        # Stale package lists name versions the mirror no longer has: update, resolve again.
+        if not debs.refresh_lists():
+            raise
+        progress("apt lists were stale: updated them")
+        kernel_pkg, versions = _resolve()
+        fetched = debs.download(versions, dest / "debs")
+    inputs = _inputs(versions)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=dest) as tmp:
         work = Path(tmp)
         for deb in fetched:

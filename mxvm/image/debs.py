@@ -83,6 +83,14 @@ def kernel_package() -> str:
     return name
 
 
+def refresh_lists() -> bool:
+    """`apt-get update` when we may (root); False when we may not."""
+    if os.geteuid() != 0:
+        return False
+    _run(["apt-get", "update", "-q"])
+    return True
+
+
 def installed_version(name: str) -> str | None:
     try:
         out = _run(["dpkg-query", "-W", "-f=${Version}", name])
