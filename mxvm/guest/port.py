@@ -134,6 +134,7 @@ class UnixListenPort(_NoHostSignal):
     """A listening unix socket that serves one host connection at a time."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(path))
         self._server.listen(1)
@@ -175,6 +176,7 @@ class UnixListenPort(_NoHostSignal):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+        self._path.unlink(missing_ok=True)
 
     def _current(self) -> socket.socket | None:
         with self._cond:

@@ -22,6 +22,7 @@ class AgentUnderTest:
     sock: Path
     agent: GuestAgent
     task: asyncio.Task[None]
+    port: UnixListenPort
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def served(short_dir: Path) -> AsyncIterator[AgentUnderTest]:
     agent = GuestAgent(port, default_cwd=str(short_dir))
     task = asyncio.get_running_loop().create_task(agent.serve())
     try:
-        yield AgentUnderTest(sock, agent, task)
+        yield AgentUnderTest(sock, agent, task, port)
     finally:
         agent.request_shutdown(0.5)
         await asyncio.wait_for(task, 60)

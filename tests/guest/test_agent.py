@@ -195,5 +195,7 @@ async def test_shutdown_stops_commands_and_ends_serve(
     await c.shutdown(grace_s=1.0)
     end = await handle.wait(timeout=30)
     assert end.signal == signal.SIGTERM
-    await asyncio.wait_for(served.task, 10)
+    await asyncio.wait_for(served.task, 30)
     await c.close()
+    served.port.close()
+    assert not served.sock.exists()  # the listening socket is cleaned up
