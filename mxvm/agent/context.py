@@ -30,6 +30,7 @@ class AgentContext:
     subnet: str | None = None  # the node's subnet, from registration
     tasks: set[object] = field(default_factory=set)
     sysfs_writer: SysfsWriter = write_sysfs  # VFIO binding's kernel writes; tests fake them
+    device_holders: dict[str, str] = field(default_factory=dict)  # PCI address -> alloc id
 
     @property
     def gateway(self) -> str | None:

@@ -27,6 +27,7 @@ async def bind_devices(ctx: AgentContext, alloc_id: str, addresses: Sequence[str
     cannot run here, and retrying will not change that."""
     s = ctx.settings
     for address in addresses:
+        ctx.device_holders[address] = alloc_id
         result = await bind_group(
             s.sysfs_root,
             address,
@@ -46,9 +47,16 @@ async def bind_devices(ctx: AgentContext, alloc_id: str, addresses: Sequence[str
 
 async def release_devices(ctx: AgentContext, alloc_id: str, addresses: Iterable[str]) -> None:
     """Give the groups back to their original drivers. Never raises: a device that cannot be
-    given back stays recorded in the state file, and the next release retries it."""
+    given back stays recorded in the state file, and the next release retries it.
+    A device another allocation here has bound since (a failed allocation's replacement
+    on the same GPU, once it is healthy again) is left to that allocation."""
     s = ctx.settings
     for address in addresses:
+        holder = ctx.device_holders.get(address, alloc_id)
+        if holder != alloc_id:
+            log.info("alloc.devices_kept %s %s: held by %s", alloc_id, address, holder)
+            continue
+        ctx.device_holders.pop(address, None)
         try:
             result = await release_group(
                 s.sysfs_root, address, state_dir=s.state_dir, writer=ctx.sysfs_writer

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from mxvm.agent.agent import Agent
+from mxvm.agent.context import AgentContext
+from mxvm.agent.passthrough import bind_devices, release_devices
 from mxvm.config import AgentSettings
-from mxvm.devices import NvmlGpu, NvmlStatus
+from mxvm.devices import NvmlGpu, NvmlStatus, bind_group
 from mxvm.hypervisors.base import VmHandle, VmSpec
 from mxvm.hypervisors.fake import FakeDriver
+from mxvm.models import AllocStatusUpdate
 from tests.agent.conftest import agent_settings, fake_image
 from tests.devices.fake_sysfs import FakeKernel, FakePci, gpu, gpu_audio
 from tests.harness import Api
@@ -212,3 +215,59 @@ async def test_unhealthy_gpu_fails_its_allocation_and_the_replacement_gets_the_o
         await until(lambda: kernel.driver(bad) == "nvidia")
         assert first["id"] not in driver._vms
         assert kernel.driver(good) == "vfio-pci"
+
+
+async def test_restarted_agent_readopts_without_rebinding_and_releases_at_the_end(
+    api: Api, tmp_path: Path
+) -> None:
+    kernel = host(tmp_path, [gpu(GPU, 12), gpu_audio(AUDIO, 12)])
+    settings = settings_for(api, tmp_path, kernel)
+    first = RecordingDriver(persist=True)
+    async with gpu_agent(settings, first, kernel, FakeNvml(GPU), tmp_path / "images"):
+        out = await api.ok("POST", "/api/v1/jobs", json=gpu_job("train"))
+        job_id = out["job"]["id"]
+        (alloc,) = await allocs_where(api, job_id, status_is("running"))
+    writes = len(kernel.writes)
+    assert kernel.driver(GPU) == "vfio-pci"  # the VM outlives the agent, and keeps its GPU
+    second = RecordingDriver(persist=True)
+    async with gpu_agent(settings, second, kernel, FakeNvml(GPU), tmp_path / "images"):
+        await until(lambda: alloc["id"] in second._vms)
+        assert second.starts == 0 and len(kernel.writes) == writes  # adopted, nothing rebound
+        await api.ok("POST", f"/api/v1/jobs/{job_id}/stop")
+        await allocs_where(api, job_id, status_is("complete"))
+    assert (kernel.driver(GPU), kernel.driver(AUDIO)) == ("nvidia", "snd_hda_intel")
+
+
+async def test_agent_start_releases_groups_no_allocation_holds(api: Api, tmp_path: Path) -> None:
+    kernel = host(tmp_path, [gpu(GPU, 12), gpu_audio(AUDIO, 12)])
+    settings = settings_for(api, tmp_path, kernel)
+    # An earlier agent bound the group and died before its allocation record existed.
+    await bind_group(
+        kernel.root,
+        GPU,
+        state_dir=settings.state_dir,
+        dev_root=kernel.dev_root,
+        writer=kernel.write,
+    )
+    assert kernel.driver(AUDIO) == "vfio-pci"
+    async with gpu_agent(settings, FakeDriver(), kernel, FakeNvml(GPU), tmp_path / "images"):
+        assert (kernel.driver(GPU), kernel.driver(AUDIO)) == ("nvidia", "snd_hda_intel")
+
+
+async def test_release_leaves_a_group_another_allocation_has_bound_since(tmp_path: Path) -> None:
+    kernel = host(tmp_path, [gpu(GPU, 12)])
+    settings = AgentSettings(
+        state_dir=tmp_path / "state", sysfs_root=kernel.root, dev_root=kernel.dev_root
+    )
+    ctx = AgentContext(settings, {}, _no_report, tmp_path / "images", sysfs_writer=kernel.write)
+    assert await bind_devices(ctx, "old", [GPU]) == [GPU]
+    assert await bind_devices(ctx, "new", [GPU]) == [GPU]  # idempotent: no second bind
+    assert len([w for w in kernel.writes if w[1] == "vfio-pci"]) == 1
+    await release_devices(ctx, "old", [GPU])  # the old VM's late teardown
+    assert kernel.driver(GPU) == "vfio-pci"
+    await release_devices(ctx, "new", [GPU])
+    assert kernel.driver(GPU) == "nvidia"
+
+
+async def _no_report(alloc_id: str, update: AllocStatusUpdate) -> None:
+    raise AssertionError("nothing is reported here")
