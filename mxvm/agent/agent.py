@@ -21,8 +21,7 @@ from mxvm.agent.passthrough import release_leftovers
 from mxvm.agent.runner import AllocRunner
 from mxvm.agent.server import create_agent_app
 from mxvm.client import ApiClient
-from mxvm.config import AgentSettings
-from mxvm.coordinator.process import split_listen
+from mxvm.config import AgentSettings, split_listen
 from mxvm.devices import NvmlBackend
 from mxvm.devices.vfio import SysfsWriter
 from mxvm.errors import BackendUnavailable, InvalidState, MxvmError, NotFound
@@ -133,7 +132,9 @@ class Agent:
         body = reg.model_dump(mode="json") | {"agent_secret": self.secret}
         out = Registered.model_validate(await self.api.post("/api/v1/agent/register", json=body))
         self.node = out.node
-        self.devices = reg.devices
+        # Registration only records the devices; the first health report (which fails the
+        # allocations on a GPU that broke while this agent was away) is always sent.
+        self.devices = []
         self.ctx.subnet = out.node.subnet
         self.heartbeat_s = max(0.2, out.heartbeat_ttl_s / 3)
         log.info("agent.registered %s subnet=%s", out.node.id, out.node.subnet)

@@ -271,3 +271,24 @@ async def test_release_leaves_a_group_another_allocation_has_bound_since(tmp_pat
 
 async def _no_report(alloc_id: str, update: AllocStatusUpdate) -> None:
     raise AssertionError("nothing is reported here")
+
+
+async def test_gpu_that_broke_while_the_agent_was_away_fails_its_allocation(
+    api: Api, tmp_path: Path
+) -> None:
+    kernel = host(tmp_path, [gpu(GPU, 12)])
+    nvml = FakeNvml(GPU)
+    settings = settings_for(api, tmp_path, kernel, health_interval_s=0.1)
+    first = RecordingDriver(persist=True)
+    async with gpu_agent(settings, first, kernel, nvml, tmp_path / "images"):
+        out = await api.ok("POST", "/api/v1/jobs", json=gpu_job("train"))
+        job_id = out["job"]["id"]
+        (alloc,) = await allocs_where(api, job_id, status_is("running"))
+    nvml.break_gpu(GPU, "row remapping failed")
+    second = RecordingDriver(persist=True)
+    async with gpu_agent(settings, second, kernel, nvml, tmp_path / "images"):
+        (failed,) = await allocs_where(api, job_id, status_is("failed"))
+        assert failed["id"] == alloc["id"]
+        assert failed["client_description"] == f"GPU {GPU} unhealthy: row remapping failed"
+        await until(lambda: kernel.driver(GPU) == "nvidia")  # the adopted VM is torn down
+        assert alloc["id"] not in second._vms
