@@ -203,7 +203,8 @@ async def rss(vms: int) -> None:
     async with cluster(18484) as c:
         env = {**os.environ, "MXVM_URL": c.url, "MXVM_AGENT_TOKEN": AGENT,
                "MXVM_STATE_DIR": str(c.tmp / "agent"), "MXVM_BRIDGE": bridge,
-               "MXVM_API_LISTEN": "127.0.0.1:18485", "MXVM_LOG_LEVEL": "WARNING"}  # fmt: skip
+               "MXVM_API_LISTEN": "127.0.0.1:18485", "MXVM_LOG_LEVEL": "WARNING",
+               "MXVM_CPU_OVERCOMMIT": "8"}  # fmt: skip
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mxvm", "agent", env=env)
         try:
             while not await c.api.get("/api/v1/nodes"):

@@ -24,6 +24,14 @@ from pydantic_settings import (
 )
 
 
+def split_listen(listen_addr: str) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port') -> (host, port); a clear error otherwise."""
+    host, sep, port = listen_addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen address must be host:port, got {listen_addr!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def default_state_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/mxvm")

@@ -13,8 +13,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from mxvm.agent.runner import AllocRunner
-from mxvm.api.errors import error_middleware
-from mxvm.api.http import Handler, field_errors
+from mxvm.api.errors import Handler, error_middleware, field_errors
 from mxvm.errors import InvalidSpec, NotFound, Unauthorized
 from mxvm.models import ExecRequest, ExecResult
 

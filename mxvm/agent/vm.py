@@ -12,24 +12,11 @@ from mxvm.agent.images import resolve_image
 from mxvm.agent.passthrough import bind_devices, release_devices
 from mxvm.errors import InvalidSpec, MxvmError
 from mxvm.hypervisors.base import VmHandle, VmSpec
-from mxvm.image.cmdline import BASE, guest_cmdline
+from mxvm.image.cmdline import identity_args
 from mxvm.models import AssignedAllocation
 from mxvm.net.names import tap_name
 
 log = logging.getLogger(__name__)
-
-
-def identity_args(ip: str | None, prefixlen: int, gateway: str | None, mac: str | None,
-                  hostname: str) -> list[str]:  # fmt: skip
-    """Per-instance identity on the kernel command line, so one image serves every VM."""
-    words = guest_cmdline(
-        tcg=False,
-        ip=f"{ip}/{prefixlen}" if ip else None,
-        gateway=gateway if ip else None,
-        mac=mac,
-        hostname=hostname,
-    ).split()
-    return [w for w in words if w not in BASE]
 
 
 async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path) -> VmSpec:
@@ -56,7 +43,15 @@ async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path
         kernel=image.kernel,
         initrd=image.initrd,
         root_disk=image.root_disk,
-        kernel_args=image.cmdline + identity_args(a.ip, ctx.prefixlen, ctx.gateway, mac, hostname),
+        kernel_args=[
+            *image.cmdline,
+            *identity_args(
+                ip=f"{a.ip}/{ctx.prefixlen}" if a.ip else None,
+                gateway=ctx.gateway if a.ip else None,
+                mac=mac,
+                hostname=hostname,
+            ),
+        ],
         tap=tap,
         mac=mac,
         pci_devices=pci_devices,

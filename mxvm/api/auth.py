@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from aiohttp import web
 
-from mxvm.api.http import Handler
+from mxvm.api.errors import Handler
 from mxvm.errors import Forbidden, Unauthorized
 
 

@@ -1,15 +1,26 @@
-"""The one error middleware: every failure leaves as application/problem+json."""
+"""The one error middleware: every failure leaves as application/problem+json.
+(No coordinator imports here: the host agent's small API uses it too.)"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from pydantic import ValidationError
 
-from mxvm.api.http import Handler
 from mxvm.errors import BackendUnavailable, MxvmError
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+        for e in exc.errors()
+    ]
 
 
 def problem(

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from mxvm.api.errors import field_errors
 from mxvm.coordinator import Coordinator
 from mxvm.errors import InvalidSpec, MxvmError
 
 COORDINATOR = web.AppKey("coordinator", Coordinator)
 
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class BadRequest(MxvmError):
@@ -25,13 +25,6 @@ class BadRequest(MxvmError):
 
 def coordinator(request: web.Request) -> Coordinator:
     return request.app[COORDINATOR]
-
-
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
-        for e in exc.errors()
-    ]
 
 
 async def body(request: web.Request, model: type[M]) -> M:

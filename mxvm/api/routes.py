@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from mxvm.api import agent, allocations, cluster, jobs, logs, nodes
 from mxvm.api.auth import Scope
-from mxvm.api.http import Handler
+from mxvm.api.errors import Handler
 from mxvm.api.schemas import ClusterStatus, Health, JobStopped, JobSubmitted, Readiness
 from mxvm.models import (
     Allocation,

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from mxvm.agent.process import image_dir_of, run_agent
 from mxvm.cli.context import TOKEN_FILE
-from mxvm.config import AgentSettings, CoordinatorSettings
-from mxvm.coordinator.process import open_coordinator, serve, split_listen
+from mxvm.config import AgentSettings, CoordinatorSettings, split_listen
+from mxvm.coordinator.process import open_coordinator, serve
 from mxvm.embedded import EmbeddedPostgres, EmbeddedRedis
 from mxvm.image import build_dev_image
 from mxvm.store import Store

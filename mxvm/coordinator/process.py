@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from mxvm.api.app import create_app
-from mxvm.config import CoordinatorSettings
+from mxvm.config import CoordinatorSettings, split_listen
 from mxvm.coordinator.leader import LeaderLoop
 from mxvm.coordinator.service import Coordinator
 from mxvm.coordinator.watch import NodeWatch
@@ -20,13 +20,6 @@ from mxvm.leases import Leases
 from mxvm.store import Store, listen
 
 log = logging.getLogger(__name__)
-
-
-def split_listen(listen_addr: str) -> tuple[str, int]:
-    host, sep, port = listen_addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise InvalidSpec(f"listen address must be host:port, got {listen_addr!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @asynccontextmanager

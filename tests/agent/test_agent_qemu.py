@@ -12,20 +12,23 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import asyncpg
 import psutil
 import pytest
 
 from mxvm.agent.agent import Agent
+from mxvm.agent.record import AllocRecord, alloc_dir
 from mxvm.hypervisors.qemu.driver import QemuDriver
 from mxvm.image import build_dev_image, default_image_dir
 from mxvm.net import NodeNetwork
 from tests.agent.conftest import agent_settings, running_agent
-from tests.harness import Api, running, settings_for
+from tests.harness import Api, free_port, running, settings_for
 
 pytestmark = [pytest.mark.vm, pytest.mark.privileged]
 POOL = "10.213.0.0/16"
@@ -254,3 +257,62 @@ async def test_corrupt_kernel_fails_naming_the_file(
         out = await vmapi.ok("POST", "/api/v1/jobs", json=spec)
         [failed] = await until(vmapi, out["job"]["id"], "failed")
     assert str(bad / "vmlinuz") in failed["client_description"]
+
+
+async def _agent_process(env: dict[str, str]) -> asyncio.subprocess.Process:
+    argv = [sys.executable, "-m", "mxvm", "--log-level", "WARNING", "agent"]
+    return await asyncio.create_subprocess_exec(*argv, env=env)
+
+
+async def test_agent_killed_with_sigkill_readopts_its_vms(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    env = {
+        **os.environ,
+        "MXVM_URL": vmapi.url,
+        "MXVM_AGENT_TOKEN": "agent-secret",
+        "MXVM_STATE_DIR": str(state),
+        "MXVM_IMAGES_DIR": str(images),
+        "MXVM_BRIDGE": bridge.bridge,
+        "MXVM_API_LISTEN": f"127.0.0.1:{free_port()}",
+        "MXVM_NODE_NAME": "sigkill-node",
+        "MXVM_SYSFS_ROOT": str(tmp_path / "no-sysfs"),
+    }
+    tick = ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"]
+    agent = await _agent_process(env)
+    try:
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("tick9", tick, type="service"))
+        [a] = await until(vmapi, out["job"]["id"], "running", limit_s=180)
+        record = AllocRecord.model_validate_json(
+            (alloc_dir(state, a["id"]) / "record.json").read_text()
+        )
+        assert record.handle is not None
+        pid = record.handle.pid
+        agent.kill()  # kill -9: no clean-up of any kind
+        await agent.wait()
+        await asyncio.sleep(2)
+        assert vm_alive(pid)
+        agent = await _agent_process(env)
+        async with asyncio.timeout(90):
+            while True:  # the restarted agent serves the log again and it keeps growing
+                with contextlib.suppress(AssertionError, aiohttp.ClientError):
+                    first = await logs(vmapi, a["id"])
+                    await asyncio.sleep(3)
+                    if len(await logs(vmapi, a["id"])) > len(first):
+                        break
+                await asyncio.sleep(0.5)
+        assert vm_alive(pid)
+        again = AllocRecord.model_validate_json(
+            (alloc_dir(state, a["id"]) / "record.json").read_text()
+        )
+        assert again.handle is not None and again.handle.pid == pid  # same VM, not a new one
+        got = await vmapi.ok("GET", f"/api/v1/allocations/{a['id']}")
+        assert got["client_status"] == "running"
+        await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
+        await until(vmapi, out["job"]["id"], "complete", limit_s=90)
+        assert not vm_alive(pid)
+    finally:
+        if agent.returncode is None:
+            agent.terminate()
+            await agent.wait()

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mxvm.config import AgentSettings, CoordinatorSettings
-from mxvm.coordinator.process import split_listen
+from mxvm.config import AgentSettings, CoordinatorSettings, split_listen
 from tests.nix.conftest import REPO, Evaluated, evaluate_package
 from tests.nix.scenarios import AGENT, BAD, COORD, FAKE_IMAGE
 

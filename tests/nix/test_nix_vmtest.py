@@ -7,8 +7,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from mxvm.config import AgentSettings, CoordinatorSettings
-from mxvm.coordinator.process import split_listen
+from mxvm.config import AgentSettings, CoordinatorSettings, split_listen
 from mxvm.models.job import JobSpec
 from tests.nix.conftest import Evaluated
 from tests.nix.scenarios import AGENT, COORD
