@@ -57,7 +57,9 @@ async def qemu() -> QemuDriver:
 
 @pytest.fixture
 async def vmapi(pg_dsn: str, redis_url: str) -> AsyncIterator[Api]:
-    async with running(settings_for(pg_dsn, redis_url, node_subnet_pool=POOL)) as a:
+    # A heartbeat TTL longer than an agent restart: these tests restart agents on purpose.
+    settings = settings_for(pg_dsn, redis_url, node_subnet_pool=POOL, heartbeat_ttl_s=30.0)
+    async with running(settings) as a:
         yield a
 
 
