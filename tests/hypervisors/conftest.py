@@ -21,9 +21,10 @@ QEMU = "qemu-system-x86_64"
 
 
 class DevImage:
-    def __init__(self, kernel: Path, initrd: Path) -> None:
+    def __init__(self, kernel: Path, initrd: Path, bzimage: Path | None = None) -> None:
         self.kernel = kernel
         self.initrd = initrd
+        self.bzimage = bzimage
 
 
 @functools.cache
@@ -37,7 +38,8 @@ def _build_dev_image() -> DevImage | str:
         paths = image.build_dev_image(image.default_image_dir())
     except MxvmError as exc:
         return f"the dev guest image cannot be built here: {exc.detail}"
-    return DevImage(Path(paths.kernel), Path(paths.initrd))
+    bzimage = Path(paths.bzimage) if paths.bzimage is not None else None
+    return DevImage(Path(paths.kernel), Path(paths.initrd), bzimage)
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +67,19 @@ async def guest_kernel(qemu_binary: str) -> Path:
     if isinstance(built, str):
         pytest.skip(f"no guest kernel (set MXVM_TEST_KERNEL): {built}")
     return built.kernel
+
+
+@pytest.fixture(scope="session")
+async def compressed_kernel(qemu_binary: str) -> Path:
+    """A compressed (bzImage) kernel, whose decompressor a damaged payload trips: the dev
+    image boots an uncompressed vmlinux but keeps its bzImage too."""
+    env = os.environ.get("MXVM_TEST_BZIMAGE")
+    if env:
+        return Path(env)
+    built = await asyncio.to_thread(_build_dev_image)
+    if isinstance(built, str) or built.bzimage is None:
+        pytest.skip(f"no compressed guest kernel (set MXVM_TEST_BZIMAGE): {built}")
+    return built.bzimage
 
 
 @pytest.fixture(scope="session")

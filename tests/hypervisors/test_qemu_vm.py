@@ -161,11 +161,11 @@ async def test_random_bytes_kernel_is_refused_before_qemu(
 
 
 async def test_corrupt_kernel_payload_is_a_crash_with_the_decompressor_message(
-    driver: QemuDriver, short_dir: Path, busybox: Path, guest_kernel: Path
+    driver: QemuDriver, short_dir: Path, busybox: Path, compressed_kernel: Path
 ) -> None:
     # A valid boot header over a damaged compressed kernel: QEMU starts it happily, the
     # guest's decompressor fails and halts; QEMU itself would idle on forever.
-    data = bytearray(await asyncio.to_thread(guest_kernel.read_bytes))
+    data = bytearray(await asyncio.to_thread(compressed_kernel.read_bytes))
     middle = len(data) // 3
     data[middle : middle + (1 << 16)] = os.urandom(1 << 16)
     bad = short_dir / "vmlinuz.corrupt"
