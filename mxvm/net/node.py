@@ -31,6 +31,7 @@ class NodeNetwork:
         self._bridge_link: Link | None = None
         # Our own threads for tap destruction (they may setns(2) briefly, so not shared).
         self._pool: ThreadPoolExecutor | None = None
+        self._tap_pool = _tap.TapPool()
 
     async def __aenter__(self) -> NodeNetwork:
         return self
@@ -51,7 +52,12 @@ class NodeNetwork:
         br = cached or await _bridge.require_bridge(self._rtnl, self.bridge)
         try:
             info = await _tap.create_tap(
-                self._rtnl, br, alloc_id, isolated=isolated, multi_queue=multi_queue
+                self._rtnl,
+                br,
+                alloc_id,
+                isolated=isolated,
+                multi_queue=multi_queue,
+                pool=self._tap_pool,
             )
         except NetworkError:
             self._bridge_link = None
@@ -60,7 +66,12 @@ class NodeNetwork:
             # The cached bridge may have been replaced under us: look again, retry once.
             br = await _bridge.require_bridge(self._rtnl, self.bridge)
             info = await _tap.create_tap(
-                self._rtnl, br, alloc_id, isolated=isolated, multi_queue=multi_queue
+                self._rtnl,
+                br,
+                alloc_id,
+                isolated=isolated,
+                multi_queue=multi_queue,
+                pool=self._tap_pool,
             )
         self._bridge_link = br
         return info
@@ -76,7 +87,9 @@ class NodeNetwork:
 
     async def delete_tap(self, alloc_id_or_name: str) -> bool:
         """Delete the tap of an allocation (id or tap name); False if it was not there."""
-        return await _tap.delete_tap(self._rtnl, alloc_id_or_name, executor=self._executor())
+        return await _tap.delete_tap(
+            self._rtnl, alloc_id_or_name, executor=self._executor(), pool=self._tap_pool
+        )
 
     async def list_taps(self) -> list[str]:
         """Names of every mxvm tap in this namespace."""
@@ -84,7 +97,9 @@ class NodeNetwork:
 
     async def cleanup_leftovers(self, keep: set[str]) -> list[str]:
         """Delete every mxvm tap whose allocation id / name is not in keep."""
-        return await _tap.cleanup_leftovers(self._rtnl, keep, executor=self._executor())
+        return await _tap.cleanup_leftovers(
+            self._rtnl, keep, executor=self._executor(), pool=self._tap_pool
+        )
 
     async def enable_nat(self, subnet: str, uplink: str | None = None) -> None:
         """Masquerade subnet out of uplink (any non-bridge interface when None)."""
@@ -101,7 +116,10 @@ class NodeNetwork:
         if br is None:
             return
         taps = await _tap.list_taps(self._rtnl, master=br.index)
-        await _tap.delete_taps(self._rtnl, [t.name for t in taps], executor=self._executor())
+        names = [t.name for t in taps]
+        await _tap.delete_taps(self._rtnl, names, executor=self._executor())
+        await _tap.destroy_parked(self._rtnl, executor=self._executor())
+        self._tap_pool = _tap.TapPool()
         await self._rtnl.delete_link(self.bridge)
         log.info("net.bridge_removed bridge=%s", self.bridge)
 

@@ -5,6 +5,7 @@ Every netlink failure leaves this module as a NetworkError naming the interface.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import socket
@@ -88,6 +89,8 @@ class Rtnl:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._ipr: Any = None
+        # The kernel runs one dump per socket at a time (EBUSY otherwise).
+        self._dump_lock = asyncio.Lock()
 
     async def _sock(self) -> Any:
         if self._ipr is None:
@@ -117,8 +120,9 @@ class Rtnl:
 
     async def links(self) -> list[Link]:
         ipr = await self._sock()
-        with translated("list interfaces in namespace", self.netns):
-            return [_to_link(m) async for m in await ipr.link("dump")]
+        async with self._dump_lock:
+            with translated("list interfaces in namespace", self.netns):
+                return [_to_link(m) async for m in await ipr.link("dump")]
 
     async def add_bridge(self, name: str, address: str) -> None:
         ipr = await self._sock()
@@ -130,6 +134,13 @@ class Rtnl:
         ipr = await self._sock()
         with translated("configure", name):
             await ipr.link("set", ifname=name, **attrs)
+
+    async def rename_link(self, name: str, new_name: str, *, index: int, **attrs: Any) -> None:
+        """Rename a link (down, or being brought down by `attrs`) and apply `attrs` in the
+        same request: the kernel renames first and changes the up/down state last."""
+        ipr = await self._sock()
+        with translated(f"rename to {new_name}", name):
+            await ipr.link("set", index=index, ifname=new_name, **attrs)
 
     async def set_isolated(self, name: str, isolated: bool) -> None:
         ipr = await self._sock()

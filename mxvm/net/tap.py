@@ -11,11 +11,20 @@ from functools import partial
 from mxvm.net import tuntap
 from mxvm.net.bridge import attach_port
 from mxvm.net.errors import NetworkError
-from mxvm.net.names import host_tap_mac, is_tap_name, mac_address, resolve_tap_name, tap_name
+from mxvm.net.names import (
+    host_tap_mac,
+    is_pool_name,
+    is_tap_name,
+    mac_address,
+    pool_name,
+    resolve_tap_name,
+    tap_name,
+)
 from mxvm.net.rtnl import Link, Rtnl
 
 log = logging.getLogger(__name__)
 _TAP_KIND = "tun"  # what the kernel reports for tun and tap devices alike
+POOL_MAX = 32  # parked idle taps kept for reuse
 
 
 @dataclass(frozen=True)
@@ -33,11 +42,16 @@ async def create_tap(
     *,
     isolated: bool = True,
     multi_queue: bool = False,
+    pool: TapPool | None = None,
 ) -> TapInfo:
     """Idempotent: an existing tap of this allocation is reused and re-attached."""
     name = tap_name(alloc_id)
     info = TapInfo(name=name, mac=mac_address(alloc_id))
     mac = host_tap_mac(alloc_id)
+    reuse = pool is not None and not multi_queue and await rtnl.get_link(name) is None
+    if reuse and pool is not None and await pool.take(rtnl, name, bridge, mac, isolated):
+        log.info("net.tap_reused tap=%s alloc_id=%s", name, alloc_id, extra={"tap": name})
+        return info
     if not tuntap.create_persistent_tap(name, namespace=rtnl.netns, multi_queue=multi_queue):
         link = await rtnl.get_link(name)
         if link is None or link.kind != _TAP_KIND:
@@ -55,7 +69,52 @@ async def create_tap(
     return info
 
 
-async def delete_tap(rtnl: Rtnl, alloc_id_or_name: str, *, executor: Executor) -> bool:
+class TapPool:
+    """Idle taps parked for reuse (renamed `mxp…`, detached, down). Renaming one costs far
+    less than the kernel's ~15 ms for unregistering a netdev and creating another. Known
+    in memory; the namespace is read once, to pick up what an earlier agent parked."""
+
+    def __init__(self, limit: int = POOL_MAX) -> None:
+        self.limit = limit
+        self._names: list[str] | None = None
+        self._loading = asyncio.Lock()
+
+    async def _load(self, rtnl: Rtnl) -> list[str]:
+        async with self._loading:
+            if self._names is None:
+                links = await rtnl.links()
+                self._names = [x.name for x in links if is_pool_name(x.name)]
+        return self._names
+
+    async def take(self, rtnl: Rtnl, name: str, bridge: Link, mac: str, isolated: bool) -> bool:
+        """Give a parked tap the name `name`, on the bridge and up; False if none is parked."""
+        names = await self._load(rtnl)
+        while names:
+            parked = names.pop()
+            link = await rtnl.get_link(parked)
+            if link is None:
+                continue  # gone meanwhile: try the next one
+            await rtnl.rename_link(
+                parked, name, index=link.index, master=bridge.index, address=mac, state="up"
+            )
+            await rtnl.set_isolated(name, isolated)
+            return True
+        return False
+
+    async def put(self, rtnl: Rtnl, link: Link) -> bool:
+        """Detach an idle tap and park it; False when the pool is full."""
+        names = await self._load(rtnl)
+        if len(names) >= self.limit:
+            return False
+        parked = pool_name()
+        await rtnl.rename_link(link.name, parked, index=link.index, state="down", master=0)
+        names.append(parked)
+        return True
+
+
+async def delete_tap(
+    rtnl: Rtnl, alloc_id_or_name: str, *, executor: Executor, pool: TapPool | None = None
+) -> bool:
     """True if a tap was deleted, False if there was none.
 
     Unregistering a netdev waits for RCU in the kernel (about 15 ms measured on 6.18).
@@ -69,8 +128,12 @@ async def delete_tap(rtnl: Rtnl, alloc_id_or_name: str, *, executor: Executor) -
         return False
     destroyed = False
     # A multi-queue tap would accept our fd as one more queue even while a hypervisor
-    # holds (detached) queues of it, so only single-queue idle taps take the fast path.
-    if link.kind == _TAP_KIND and not link.carrier and not link.multi_queue:
+    # holds (detached) queues of it, so only single-queue idle taps take the fast paths.
+    idle = link.kind == _TAP_KIND and not link.carrier and not link.multi_queue
+    if idle and pool is not None and await pool.put(rtnl, link):
+        log.info("net.tap_parked tap=%s", name, extra={"tap": name})
+        return True
+    if idle:
         destroy = partial(tuntap.destroy_tap, name, namespace=rtnl.netns)
         destroyed = await asyncio.get_running_loop().run_in_executor(executor, destroy)
     deleted = destroyed or await rtnl.delete_link(name)
@@ -90,17 +153,29 @@ async def list_taps(rtnl: Rtnl, *, master: int | None = None) -> list[Link]:
     ]
 
 
-async def delete_taps(rtnl: Rtnl, names: list[str], *, executor: Executor) -> list[str]:
+async def delete_taps(
+    rtnl: Rtnl, names: list[str], *, executor: Executor, pool: TapPool | None = None
+) -> list[str]:
     """Delete several taps at once (their kernel waits overlap); return those deleted."""
-    results = await asyncio.gather(*(delete_tap(rtnl, n, executor=executor) for n in names))
+    results = await asyncio.gather(
+        *(delete_tap(rtnl, n, executor=executor, pool=pool) for n in names)
+    )
     return [name for name, ok in zip(names, results, strict=True) if ok]
 
 
-async def cleanup_leftovers(rtnl: Rtnl, keep: set[str], *, executor: Executor) -> list[str]:
+async def cleanup_leftovers(
+    rtnl: Rtnl, keep: set[str], *, executor: Executor, pool: TapPool | None = None
+) -> list[str]:
     """Delete every mxvm tap not in keep (allocation ids or tap names); return the deleted."""
     keep_names = {resolve_tap_name(k) for k in keep}
     doomed = [link.name for link in await list_taps(rtnl) if link.name not in keep_names]
-    deleted = await delete_taps(rtnl, doomed, executor=executor)
+    deleted = await delete_taps(rtnl, doomed, executor=executor, pool=pool)
     if deleted:
         log.info("net.taps_swept count=%d taps=%s", len(deleted), ",".join(deleted))
     return deleted
+
+
+async def destroy_parked(rtnl: Rtnl, *, executor: Executor) -> list[str]:
+    """Really delete the parked taps (teardown)."""
+    names = [link.name for link in await rtnl.links() if is_pool_name(link.name)]
+    return await delete_taps(rtnl, names, executor=executor)

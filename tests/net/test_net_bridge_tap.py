@@ -253,3 +253,29 @@ async def test_network_is_usable_after_close(net: NodeNetwork, netns: str) -> No
     await net.close()
     assert await net.delete_tap("a") is True
     assert await net.create_tap("b") == await net.create_tap("b")
+
+
+async def test_idle_taps_are_parked_and_reused_then_removed_by_teardown(
+    net: NodeNetwork, netns: str
+) -> None:
+    await net.ensure_bridge("10.87.3.1/24")
+    first = await net.create_tap("alloc-p1")
+    index = _port(netns, first.name)["ifindex"]
+    assert await net.delete_tap("alloc-p1") is True
+    names = link_names(netns)
+    parked = [n for n in names if n.startswith("mxp")]
+    assert first.name not in names and len(parked) == 1
+    assert "UP" not in _flags(_port(netns, parked[0]))
+    assert "master" not in _port(netns, parked[0])  # detached from the bridge
+
+    # The next tap is the parked one, renamed: same interface, new identity, fully set up.
+    second = await net.create_tap("alloc-p2")
+    link = _port(netns, second.name)
+    assert link["ifindex"] == index
+    assert link["master"] == BRIDGE and "UP" in _flags(link) and _isolated(link)
+    assert link["address"] == host_tap_mac("alloc-p2")
+    assert not [n for n in link_names(netns) if n.startswith("mxp")]
+
+    await net.delete_tap("alloc-p2")
+    await net.teardown()
+    assert not [n for n in link_names(netns) if n.startswith(("mxp", "mxt"))]
