@@ -207,7 +207,10 @@ async def test_qemu_that_does_not_answer_is_unknown_and_not_adopted(
         with pytest.raises(DriverError, match="QMP"):
             await QemuDriver(qmp_timeout_s=0.5).recover("t1", spec.run_dir)
         os.kill(handle.pid, signal.SIGCONT)
-        assert (await driver.inspect(handle)).state is VmState.RUNNING
+        # Resumed, it answers again (give it a moment: a busy host may need more than 0.5 s).
+        async with asyncio.timeout(15):
+            while (await driver.inspect(handle)).state is not VmState.RUNNING:
+                await asyncio.sleep(0.2)
     finally:
         os.kill(handle.pid, signal.SIGCONT)
         await driver.destroy(handle)
