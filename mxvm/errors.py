@@ -81,8 +81,3 @@ class StaleEpoch(MxvmError):
         )
         self.plan_epoch = plan_epoch
         self.current_epoch = current_epoch
-
-
-class NotLeader(MxvmError):
-    status = 503
-    title = "not the leader"

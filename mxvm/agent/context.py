@@ -16,9 +16,6 @@ from mxvm.net import NodeNetwork
 
 Reporter = Callable[[str, AllocStatusUpdate], Awaitable[None]]
 
-# Drivers whose "VM" has no guest agent: the VM's own exit is the workload's exit.
-NO_GUEST_AGENT = frozenset({"fake"})
-
 
 @dataclass
 class AgentContext:

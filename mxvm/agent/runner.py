@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mxvm.agent import record as rec
-from mxvm.agent.context import NO_GUEST_AGENT, AgentContext
+from mxvm.agent.context import AgentContext
 from mxvm.agent.vm import teardown, vm_spec
 from mxvm.agent.workload import Outcome, supervise_guest, supervise_vm
 from mxvm.errors import MxvmError
@@ -147,7 +147,7 @@ class AllocRunner:
         self.record.handle = handle
         self.record.main_cmd_id = None
         rec.save(self.run_dir, self.record)
-        if self.record.driver in NO_GUEST_AGENT:
+        if not driver.capabilities().guest_agent:
             await self._running("VM started")
             return await supervise_vm(driver, handle, self.stop_requested)
         return await self._run_in_guest(handle, spec.guest_socket)
@@ -179,7 +179,7 @@ class AllocRunner:
             return Outcome(code=None, reason="VM was gone when the agent restarted")
         self.attempt = Attempt(handle=adopted)
         log.info("alloc.adopted %s pid=%d", self.alloc_id, adopted.pid)
-        if self.record.driver in NO_GUEST_AGENT:
+        if not driver.capabilities().guest_agent:
             return await supervise_vm(driver, adopted, self.stop_requested)
         try:
             socket = adopted.run_dir / "guest.sock"  # VmSpec.guest_socket

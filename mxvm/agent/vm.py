@@ -34,6 +34,8 @@ async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path
         info = await ctx.net.create_tap(a.id)
         tap, mac = info.name, info.mac
     hostname = a.name.replace("[", "-").replace("]", "")
+    if a.device_ids and not ctx.driver(task.driver).capabilities().device_passthrough:
+        raise InvalidSpec(f"driver {task.driver!r} cannot pass devices through on this node")
     pci_devices = await bind_devices(ctx, a.id, a.device_ids)
     return VmSpec(
         alloc_id=a.id,

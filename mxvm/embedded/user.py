@@ -39,15 +39,6 @@ def unprivileged_user() -> RunAs | None:
     )
 
 
-def chown_tree(root: Path, run_as: RunAs | None) -> None:
-    if run_as is None:
-        return
-    os.chown(root, run_as.uid, run_as.gid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            os.chown(Path(dirpath) / name, run_as.uid, run_as.gid, follow_symlinks=False)
-
-
 def _groups_of(run_as: RunAs) -> set[int]:
     return {run_as.gid} | {g.gr_gid for g in grp.getgrall() if run_as.name in g.gr_mem}
 

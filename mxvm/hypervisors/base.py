@@ -52,6 +52,9 @@ class Capabilities(BaseModel):
     graceful_stop: bool = False
     recover: bool = False
     device_passthrough: bool = False
+    guest_agent: bool = Field(
+        default=True, description="runs the guest agent (False: the VM's own exit is the workload)"
+    )
 
 
 class VmSpec(BaseModel):

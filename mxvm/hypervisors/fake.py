@@ -87,7 +87,12 @@ class FakeDriver:
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            name=NAME, kvm=self.kvm, graceful_stop=True, recover=True, device_passthrough=True
+            name=NAME,
+            kvm=self.kvm,
+            graceful_stop=True,
+            recover=True,
+            device_passthrough=True,
+            guest_agent=False,
         )
 
     def _save(self, vm: _FakeVm) -> None:

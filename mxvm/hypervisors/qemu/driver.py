@@ -77,7 +77,6 @@ class QemuDriver:
         kvm_probe_timeout_s: float = 10.0,
     ) -> None:
         self._binary = qemu_binary
-        self._accel_setting = accel
         self._guest_port = guest_port
         self._host_mhz = host_mhz or detect_host_mhz()
         self._start_timeout_s = start_timeout_s
