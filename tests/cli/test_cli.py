@@ -20,7 +20,12 @@ import aiohttp
 import pytest
 
 from mxvm.embedded import find_postgres_binaries, find_redis_server
+from mxvm.net.names import is_pool_name
 from tests.harness import free_port
+
+
+def _parked_taps() -> set[str]:
+    return {p.name for p in Path("/sys/class/net").iterdir() if is_pool_name(p.name)}
 
 
 def _up(*extra: str) -> Iterator[dict[str, str]]:
@@ -33,6 +38,7 @@ def _up(*extra: str) -> Iterator[dict[str, str]]:
     state.chmod(0o755)
     url = f"http://127.0.0.1:{free_port()}"
     bridge = f"mxvmt{secrets.token_hex(3)}"  # our own bridge, removed afterwards
+    parked_before = _parked_taps()  # idle taps the agent parks for reuse: ours are removed too
     env = {**os.environ, "MXVM_STATE_DIR": str(state), "MXVM_URL": url, "MXVM_BRIDGE": bridge}
     env.pop("MXVM_TOKEN", None)
     env.pop("MXVM_ADMIN_TOKEN", None)
@@ -61,6 +67,8 @@ def _up(*extra: str) -> Iterator[dict[str, str]]:
             proc.kill()
         shutil.rmtree(state, ignore_errors=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+        for tap in _parked_taps() - parked_before:
+            subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
