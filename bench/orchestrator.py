@@ -220,7 +220,8 @@ async def rss(vms: int) -> None:
             mib = psutil.Process(proc.pid).memory_info().rss / 2**20
             await c.api.post(f"/api/v1/jobs/{out['job']['id']}/stop")
             path = f"/api/v1/jobs/{out['job']['id']}/allocations"
-            while any(a["client_status"] == "running" for a in await c.api.get(path)):
+            live = ("pending", "starting", "running")
+            while any(a["client_status"] in live for a in await c.api.get(path)):
                 await asyncio.sleep(0.5)
         finally:
             proc.terminate()
