@@ -79,11 +79,7 @@ def build_jobs(n_jobs: int, count: int) -> list[Job]:
 def apply_placements(snapshot: ClusterSnapshot, plan: Plan) -> None:
     """Account a committed plan's placements in the snapshot, as the applier would."""
     for alloc in plan.placements:
-        usage = snapshot.usage_of(alloc.node_id)
-        usage.used = usage.used + alloc.resources
-        usage.device_ids.update(alloc.device_ids)
-        usage.ports.update(alloc.ports.values())
-        usage.alloc_count += 1
+        snapshot.account(alloc)
 
 
 @dataclass(slots=True)

@@ -30,11 +30,7 @@ def record_committed(snapshot: ClusterSnapshot, plan: Plan, result: PlanResult) 
     committed = set(result.committed)
     for a in plan.placements:
         if a.id in committed:
-            u = snapshot.usage_of(a.node_id)
-            u.used = u.used + a.resources
-            u.device_ids.update(a.device_ids)
-            u.ports.update(a.ports.values())
-            u.alloc_count += 1
+            snapshot.account(a)
 
 
 class Evaluator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mxvm.models.allocation import Allocation
 from mxvm.models.node import Node
 from mxvm.models.resources import ZERO, Resources
 
@@ -28,3 +29,11 @@ class ClusterSnapshot:
         if u is None:
             u = self.usage[node_id] = NodeUsage()
         return u
+
+    def account(self, alloc: Allocation) -> None:
+        """Count a committed placement in its node's usage (what apply_plan just wrote)."""
+        u = self.usage_of(alloc.node_id)
+        u.used = u.used + alloc.resources
+        u.device_ids.update(alloc.device_ids)
+        u.ports.update(alloc.ports.values())
+        u.alloc_count += 1

@@ -96,11 +96,7 @@ def run(
 def feed_back(snapshot: ClusterSnapshot, plan: Plan) -> None:
     """Account the plan's placements in the snapshot, as the applier does after a commit."""
     for alloc in plan.placements:
-        usage = snapshot.usage_of(alloc.node_id)
-        usage.used = usage.used + alloc.resources
-        usage.device_ids.update(alloc.device_ids)
-        usage.ports.update(alloc.ports.values())
-        usage.alloc_count += 1
+        snapshot.account(alloc)
 
 
 # --- oracles, written independently of the scheduler's own code --------------------------
