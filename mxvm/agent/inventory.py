@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from mxvm.agent.images import list_images
+from mxvm.agent.images import GuestImage, list_images
 from mxvm.config import AgentSettings
 from mxvm.devices import NvmlBackend, PynvmlBackend, scan_inventory
 from mxvm.hypervisors.base import Driver
@@ -30,12 +30,11 @@ def scan_devices(settings: AgentSettings, nvml: NvmlBackend | None = None) -> li
     return report.to_devices()
 
 
-async def _kvm(drivers: dict[str, Driver], image_dir: Path) -> bool | None:
+async def _kvm(drivers: dict[str, Driver], images: dict[str, GuestImage]) -> bool | None:
     """Probe KVM by really booting under it (the qemu driver's probe); None if unknown."""
     qemu = drivers.get("qemu")
     if not isinstance(qemu, QemuDriver):
         return None
-    images = list_images(image_dir)
     kernel = next(iter(images.values())).kernel if images else None
     return await qemu.select_accel(kernel) == "kvm"
 
@@ -57,10 +56,11 @@ async def registration(
         "kernel.version": platform.release(),
         "os.name": _os_name(),
     }
-    kvm = await _kvm(drivers, image_dir)
+    images = list_images(image_dir)
+    kvm = await _kvm(drivers, images)
     if kvm is not None:
         attrs["kvm"] = str(kvm).lower()
-    for name, image in list_images(image_dir).items():
+    for name, image in images.items():
         attrs[f"image.{name}.min_memory_mb"] = str(image.min_memory_mb)
     devices = await asyncio.to_thread(scan_devices, settings, nvml)
     return NodeRegistration(

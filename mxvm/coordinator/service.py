@@ -165,19 +165,13 @@ class Coordinator:
         return out
 
     async def cluster_status(self) -> dict[str, Any]:
-        nodes = await self.store.list_nodes()
-        jobs = await self.store.list_jobs()
-        by_status: dict[str, int] = {}
-        for n in nodes:
-            by_status[n.status.value] = by_status.get(n.status.value, 0) + 1
-        jobs_by: dict[str, int] = {}
-        for j in jobs:
-            jobs_by[j.status.value] = jobs_by.get(j.status.value, 0) + 1
+        counts = await self.store.status_counts()
+        nodes, jobs = counts["nodes"], counts["jobs"]
         return {
             "coordinator_id": self.settings.coordinator_id,
             "leader": await self.leases.current_leader(),
             "is_leader": self.leader_epoch is not None,
             "epoch": await self.store.current_epoch(),
-            "nodes": {"total": len(nodes), **by_status},
-            "jobs": {"total": len(jobs), **jobs_by},
+            "nodes": {"total": sum(nodes.values()), **nodes},
+            "jobs": {"total": sum(jobs.values()), **jobs},
         }

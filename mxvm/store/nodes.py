@@ -146,6 +146,13 @@ class NodeStore(StoreBase):
         value = await self.db.fetchval(q("nodes_image_min_memory"), f"image.{image}.min_memory_mb")
         return None if value is None else int(value)
 
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        """{"nodes": {status: n}, "jobs": {status: n}} without loading the records."""
+        out: dict[str, dict[str, int]] = {"nodes": {}, "jobs": {}}
+        for r in await self.db.fetch(q("status_counts")):
+            out[r["kind"]][r["status"]] = int(r["n"])
+        return out
+
     async def agent_endpoint(self, node_id: str) -> tuple[str, str]:
         """(agent_url, agent_secret) of a node, for the coordinator's calls to its agent."""
         row = await self.db.fetchrow(q("node_agent_endpoint"), node_id)

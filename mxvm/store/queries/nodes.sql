@@ -122,3 +122,9 @@ WHERE live AND id IN (
     SELECT allocation_id FROM allocation_devices WHERE node_id = $1 AND device_id = $2
 )
 RETURNING id, job_id;
+
+-- name: status_counts
+-- How many nodes and jobs are in each status (the cluster status page).
+SELECT 'nodes' AS kind, status, count(*) AS n FROM nodes GROUP BY status
+UNION ALL
+SELECT 'jobs' AS kind, status, count(*) AS n FROM jobs GROUP BY status;
