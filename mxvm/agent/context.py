@@ -25,7 +25,6 @@ class AgentContext:
     image_dir: Path
     net: NodeNetwork | None = None
     subnet: str | None = None  # the node's subnet, from registration
-    tasks: set[object] = field(default_factory=set)
     sysfs_writer: SysfsWriter = write_sysfs  # VFIO binding's kernel writes; tests fake them
     device_holders: dict[str, str] = field(default_factory=dict)  # PCI address -> alloc id
 

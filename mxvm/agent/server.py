@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from mxvm.agent.runner import AllocRunner
-from mxvm.api.errors import Handler, error_middleware, field_errors
-from mxvm.errors import InvalidSpec, NotFound, Unauthorized
+from mxvm.api.errors import Handler, error_middleware
+from mxvm.api.parse import body
+from mxvm.errors import NotFound, Unauthorized
 from mxvm.models import ExecRequest, ExecResult
 
 CHUNK = 64 * 1024
@@ -79,10 +79,7 @@ async def exec_(request: web.Request) -> web.Response:
     runner = request.app[AGENT].runner(alloc_id)
     if runner is None:
         raise NotFound(f"allocation {alloc_id} is not running on this node")
-    try:
-        req = ExecRequest.model_validate(await request.json())
-    except ValidationError as exc:
-        raise InvalidSpec("invalid exec request", errors=field_errors(exc)) from exc
+    req = await body(request, ExecRequest)
     res = await runner.exec(req.argv, req.env, req.cwd, req.timeout_s)
     out = ExecResult(
         stdout=res.stdout.decode(errors="replace"),
