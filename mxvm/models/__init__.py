@@ -16,7 +16,7 @@ from mxvm.models.allocation import (
     ClientStatus,
     DesiredStatus,
 )
-from mxvm.models.evaluation import EvalStatus, EvalTrigger, Evaluation
+from mxvm.models.evaluation import EvalOutcome, EvalStatus, EvalTrigger, Evaluation
 from mxvm.models.job import (
     MIN_GUEST_MEMORY_MB,
     Constraint,
@@ -62,6 +62,7 @@ __all__ = [
     "DeviceRequest",
     "Eligibility",
     "EligibilityUpdate",
+    "EvalOutcome",
     "EvalStatus",
     "EvalTrigger",
     "Evaluation",

@@ -39,3 +39,18 @@ class Evaluation(BaseModel):
     queued: int = Field(default=0, ge=0, description="allocations that could not be placed")
     created_at: datetime | None = None
     modified_at: datetime | None = None
+
+
+class EvalOutcome(BaseModel):
+    """What processing an evaluation decided, for the store to record with the batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluation: Evaluation
+    status: EvalStatus
+    description: str = ""
+    failures: dict[str, int] = Field(default_factory=dict)
+    queued: int = Field(default=0, ge=0)
+    follow_up_at: datetime | None = Field(
+        default=None, description="when a delayed follow-up evaluation should run (reschedule)"
+    )

@@ -42,6 +42,13 @@ class AllocationStore(StoreBase):
     async def job_allocations(self, job_id: str) -> list[Allocation]:
         return [rows.allocation(r) for r in await self.db.fetch(q("alloc_list_job"), job_id)]
 
+    async def jobs_allocations(self, job_ids: list[str]) -> dict[str, list[Allocation]]:
+        """Every allocation of each job (an empty list for a job without any)."""
+        out: dict[str, list[Allocation]] = {job_id: [] for job_id in job_ids}
+        for r in await self.db.fetch(q("alloc_list_jobs"), job_ids):
+            out[r["job_id"]].append(rows.allocation(r))
+        return out
+
     async def node_allocation_list(self, node_id: str) -> list[Allocation]:
         return [rows.allocation(r) for r in await self.db.fetch(q("alloc_list_node"), node_id)]
 

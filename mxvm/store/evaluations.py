@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
 from mxvm.errors import NotFound
-from mxvm.models import EvalStatus, EvalTrigger, Evaluation
+from mxvm.models import EvalOutcome, EvalTrigger, Evaluation
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
+from mxvm.store.jobs import refresh_statuses
 from mxvm.store.queries import q
 
 
@@ -39,24 +41,38 @@ class EvaluationStore(StoreBase):
         """The newest runnable pending evaluation of each job, oldest job first."""
         return [rows.evaluation(r) for r in await self.db.fetch(q("evals_ready"), limit)]
 
-    async def finish_evaluation(
-        self,
-        ev: Evaluation,
-        status: EvalStatus,
-        *,
-        description: str = "",
-        failures: dict[str, int] | None = None,
-        queued: int = 0,
-    ) -> Evaluation:
-        """Record the outcome; older open evaluations of the same job are superseded by it."""
+    async def finish_evaluations(self, outcomes: list[EvalOutcome]) -> None:
+        """Record a batch's outcomes in one transaction: each evaluation's status, the older
+        open evaluations of its job superseded, delayed follow-ups queued, and the jobs'
+        statuses re-derived."""
+        if not outcomes:
+            return
         async with self.db.transaction() as conn:
-            row = await conn.fetchrow(
-                q("eval_finish"), ev.id, status.value, description, failures or {}, queued
+            finished = await conn.fetch(
+                q("evals_finish_many"),
+                [o.evaluation.id for o in outcomes],
+                [o.status.value for o in outcomes],
+                [o.description for o in outcomes],
+                [json.dumps(o.failures) for o in outcomes],
+                [o.queued for o in outcomes],
             )
-            if row is None:
-                raise NotFound(f"evaluation {ev.id} not found")
-            await conn.execute(q("evals_supersede"), ev.id, ev.job_id, row["created_at"])
-        return rows.evaluation(row)
+            await conn.execute(
+                q("evals_supersede_many"),
+                [r["id"] for r in finished],
+                [r["job_id"] for r in finished],
+                [r["created_at"] for r in finished],
+            )
+            follow = [o for o in outcomes if o.follow_up_at is not None]
+            if follow:
+                await conn.execute(
+                    q("evals_insert_many"),
+                    [str(uuid.uuid4()) for _ in follow],
+                    [o.evaluation.job_id for o in follow],
+                    [EvalTrigger.ALLOC_FAILURE.value for _ in follow],
+                    [o.follow_up_at for o in follow],
+                )
+                await conn.execute(q("evals_notify"))
+            await refresh_statuses(conn, sorted({o.evaluation.job_id for o in outcomes}))
 
     async def unblock_evaluations(self) -> int:
         async with self.db.transaction() as conn:

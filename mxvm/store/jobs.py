@@ -10,6 +10,7 @@ from mxvm.errors import Conflict, NotFound
 from mxvm.models import EvalTrigger, Evaluation, Job, JobSpec, JobStatus, JobType
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
+from mxvm.store.database import Conn
 from mxvm.store.queries import q
 
 
@@ -28,32 +29,30 @@ def derive_status(
 
 class JobStore(StoreBase):
     async def create_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
-        job_id = str(uuid.uuid4())
+        job_id, eval_id = str(uuid.uuid4()), str(uuid.uuid4())
         try:
-            async with self.db.transaction() as conn:
-                jrow = await conn.fetchrow(
-                    q("job_insert"),
-                    job_id,
-                    spec.name,
-                    spec.type.value,
-                    spec.priority,
-                    spec.model_dump(mode="json"),
-                )
-                erow = await conn.fetchrow(
-                    q("eval_insert"),
-                    str(uuid.uuid4()),
-                    job_id,
-                    EvalTrigger.JOB_REGISTER.value,
-                    None,
-                    None,
-                )
-                await conn.execute(q("evals_notify"))
+            row = await self.db.fetchrow(
+                q("job_submit"),
+                job_id,
+                spec.name,
+                spec.type.value,
+                spec.priority,
+                spec.model_dump(mode="json"),
+                eval_id,
+            )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(
                 f"a job named {spec.name!r} is already live; stop it first", name=spec.name
             ) from exc
-        assert jrow is not None and erow is not None
-        return rows.job(jrow), rows.evaluation(erow)
+        assert row is not None
+        ev = Evaluation(
+            id=eval_id,
+            job_id=job_id,
+            trigger=EvalTrigger.JOB_REGISTER,
+            created_at=row["eval_created_at"],
+            modified_at=row["eval_modified_at"],
+        )
+        return rows.job(row), ev
 
     async def get_job(self, job_id: str) -> Job:
         row = await self.db.fetchrow(q("job_get"), job_id)
@@ -88,19 +87,32 @@ class JobStore(StoreBase):
         assert erow is not None
         return rows.job(jrow), rows.evaluation(erow)
 
+    async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
+        """The jobs that exist among `job_ids`, by id."""
+        return {r["id"]: rows.job(r) for r in await self.db.fetch(q("jobs_get"), job_ids)}
+
     async def refresh_job_status(self, job_id: str) -> JobStatus | None:
-        r = await self.db.fetchrow(q("job_status_inputs"), job_id)
-        if r is None:
-            return None
-        status = derive_status(
-            JobType(r["type"]), r["stop"], r["live"], r["total"], r["open_evals"]
-        )
-        await self.db.execute(q("job_set_status"), job_id, status.value)
-        return status
+        async with self.db.transaction() as conn:
+            return (await refresh_statuses(conn, [job_id])).get(job_id)
 
     async def live_system_job_ids(self) -> list[str]:
         return [r["id"] for r in await self.db.fetch(q("jobs_system_live"))]
 
     async def refresh_many(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            await self.refresh_job_status(job_id)
+        async with self.db.transaction() as conn:
+            await refresh_statuses(conn, job_ids)
+
+
+async def refresh_statuses(conn: Conn, job_ids: list[str]) -> dict[str, JobStatus]:
+    """Re-derive the jobs' statuses from their allocations and evaluations, in two statements
+    whatever their number; call it inside the transaction that changed those inputs."""
+    if not job_ids:
+        return {}
+    out = {
+        r["id"]: derive_status(
+            JobType(r["type"]), r["stop"], r["live"], r["total"], r["open_evals"]
+        )
+        for r in await conn.fetch(q("jobs_status_inputs"), job_ids)
+    }
+    await conn.execute(q("jobs_set_status"), list(out), [s.value for s in out.values()])
+    return out

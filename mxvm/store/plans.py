@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from mxvm.errors import StaleEpoch
-from mxvm.models import Allocation, Plan, PlanResult, Resources
+from mxvm.models import Allocation, AllocStop, Plan, PlanResult, Resources
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
 from mxvm.store.queries import q
@@ -137,11 +137,11 @@ async def _insert(conn: Conn, allocs: list[Allocation], ips: dict[str, str]) -> 
         await conn.execute(q("plan_insert_ports"), *map(list, zip(*ports, strict=True)))
 
 
-async def _stop(conn: Conn, plan: Plan) -> list[asyncpg.Record]:
-    if not plan.stops:
+async def _stop(conn: Conn, stops: list[AllocStop]) -> list[asyncpg.Record]:
+    if not stops:
         return []
     stopped = await conn.fetch(
-        q("plan_stop"), [s.alloc_id for s in plan.stops], [s.description for s in plan.stops]
+        q("plan_stop"), [s.alloc_id for s in stops], [s.description for s in stops]
     )
     # Stops lock no node row up front: bump the index of the nodes whose agents must act.
     await conn.execute(q("nodes_bump_index"), sorted({r["node_id"] for r in stopped}))
@@ -195,18 +195,35 @@ class PlanStore(StoreBase):
             await _fence(conn, epoch)
 
     async def apply_plan(self, plan: Plan, epoch: int) -> PlanResult:
-        by_node = _group(plan.placements)
+        return (await self.apply_plans([plan], epoch))[0]
+
+    async def apply_plans(self, plans: list[Plan], epoch: int) -> list[PlanResult]:
+        """Commit several plans (one evaluation batch) in one transaction.
+
+        The evaluator planned them one after another against one snapshot, so together they
+        fit unless the cluster changed meanwhile; a node that no longer fits rejects its
+        placements from every plan of the batch, and each plan's result says so.
+        """
+        placements = [a for plan in plans for a in plan.placements]
+        by_node = _group(placements)
         async with self.db.transaction() as conn:
             await _fence(conn, epoch)
             states = await _node_states(conn, sorted(by_node))
             accepted, ips, rejected = _admit(by_node, states)
-            stopped = await _stop(conn, plan)
+            stopped = await _stop(conn, [s for p in plans for s in p.stops])
             if accepted:
                 await _insert(conn, accepted, ips)
             touched = {a.node_id for a in accepted} | {r["node_id"] for r in stopped}
             await notify_nodes(conn, touched)
-        return PlanResult(
-            committed=[a.id for a in accepted],
-            stopped=[r["id"] for r in stopped],
-            rejected_nodes=rejected,
-        )
+        committed = {a.id for a in accepted}
+        stopped_ids = {r["id"] for r in stopped}
+        return [
+            PlanResult(
+                committed=[a.id for a in p.placements if a.id in committed],
+                stopped=[s.alloc_id for s in p.stops if s.alloc_id in stopped_ids],
+                rejected_nodes={
+                    a.node_id: rejected[a.node_id] for a in p.placements if a.node_id in rejected
+                },
+            )
+            for p in plans
+        ]

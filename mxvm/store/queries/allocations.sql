@@ -10,6 +10,9 @@ SELECT * FROM allocations ORDER BY created_at DESC, id LIMIT $1;
 -- name: alloc_list_job
 SELECT * FROM allocations WHERE job_id = $1 ORDER BY idx, created_at;
 
+-- name: alloc_list_jobs
+SELECT * FROM allocations WHERE job_id = ANY($1::text[]) ORDER BY idx, created_at;
+
 -- name: alloc_list_node
 SELECT * FROM allocations WHERE node_id = $1 ORDER BY created_at DESC, id;
 

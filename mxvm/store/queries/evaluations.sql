@@ -17,20 +17,30 @@ SELECT * FROM (
 ORDER BY created_at
 LIMIT $1;
 
--- name: eval_finish
-UPDATE evaluations
-SET status = $2, status_description = $3, failures = $4, queued = $5,
-    modified_at = clock_timestamp()
-WHERE id = $1
-RETURNING *;
+-- name: evals_finish_many
+UPDATE evaluations AS e
+SET status = u.status, status_description = u.description, failures = u.failures::jsonb,
+    queued = u.queued, modified_at = clock_timestamp()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[])
+    AS u(id, status, description, failures, queued)
+WHERE e.id = u.id
+RETURNING e.id, e.job_id, e.created_at;
 
--- name: evals_supersede
-UPDATE evaluations
-SET status = 'canceled', status_description = 'superseded by ' || $1,
+-- name: evals_supersede_many
+-- Older open evaluations of each finished one's job are superseded by it.
+UPDATE evaluations AS e
+SET status = 'canceled', status_description = 'superseded by ' || f.id,
     modified_at = clock_timestamp()
-WHERE job_id = $2 AND id <> $1 AND status IN ('pending', 'blocked')
-  AND created_at <= $3
-  AND (wait_until IS NULL OR wait_until <= now());
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS f(id, job_id, created_at)
+WHERE e.job_id = f.job_id AND e.id <> f.id AND e.status IN ('pending', 'blocked')
+  AND e.created_at <= f.created_at
+  AND (e.wait_until IS NULL OR e.wait_until <= now());
+
+-- name: evals_insert_many
+INSERT INTO evaluations (id, job_id, trigger, node_id, wait_until, status)
+SELECT u.id, u.job_id, u.trigger, NULL, u.wait_until, 'pending'
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+    AS u(id, job_id, trigger, wait_until);
 
 -- name: evals_unblock
 -- Capacity changed: every blocked evaluation gets another try.

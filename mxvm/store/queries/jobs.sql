@@ -1,7 +1,18 @@
--- name: job_insert
-INSERT INTO jobs (id, name, type, priority, spec, status)
-VALUES ($1, $2, $3, $4, $5, 'pending')
-RETURNING *;
+-- name: job_submit
+-- The job, its first evaluation and the evaluator's wake-up in one statement (one round trip;
+-- a statement is atomic, and the evaluation's foreign key is checked at its end).
+WITH job AS (
+    INSERT INTO jobs (id, name, type, priority, spec, status)
+    VALUES ($1, $2, $3, $4, $5, 'pending')
+    RETURNING *
+), ev AS (
+    INSERT INTO evaluations (id, job_id, trigger, status)
+    SELECT $6, job.id, 'job-register', 'pending' FROM job
+    RETURNING created_at, modified_at
+)
+SELECT job.*, ev.created_at AS eval_created_at, ev.modified_at AS eval_modified_at,
+       pg_notify('mxvm_eval', '') AS notified
+FROM job, ev;
 
 -- name: job_get
 SELECT * FROM jobs WHERE id = $1;
@@ -14,19 +25,25 @@ UPDATE jobs SET stop = true, status_description = 'stopped by request', modified
 WHERE id = $1 AND NOT stop
 RETURNING *;
 
--- name: job_status_inputs
--- What the job's status is derived from.
+-- name: jobs_status_inputs
+-- What each job's status is derived from.
 SELECT
+    j.id,
     j.type,
     j.stop,
     (SELECT count(*) FROM allocations a WHERE a.job_id = j.id AND a.live) AS live,
     (SELECT count(*) FROM allocations a WHERE a.job_id = j.id) AS total,
     (SELECT count(*) FROM evaluations e
       WHERE e.job_id = j.id AND e.status IN ('pending', 'blocked')) AS open_evals
-FROM jobs j WHERE j.id = $1;
+FROM jobs j WHERE j.id = ANY($1::text[]);
 
--- name: job_set_status
-UPDATE jobs SET status = $2, modified_at = now() WHERE id = $1 AND status <> $2;
+-- name: jobs_set_status
+UPDATE jobs AS j SET status = u.status, modified_at = now()
+FROM unnest($1::text[], $2::text[]) AS u(id, status)
+WHERE j.id = u.id AND j.status <> u.status;
+
+-- name: jobs_get
+SELECT * FROM jobs WHERE id = ANY($1::text[]);
 
 -- name: jobs_system_live
 SELECT id FROM jobs WHERE type IN ('system', 'sysbatch') AND NOT stop;
