@@ -6,8 +6,9 @@ import ipaddress
 import logging
 
 from mxvm.net.errors import NetworkError
+from mxvm.net.linkmsg import Link, LinkChange
 from mxvm.net.names import bridge_mac, validate_ifname
-from mxvm.net.rtnl import Address, Link, Rtnl, family_of
+from mxvm.net.rtnl import Address, Rtnl, family_of
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ async def ensure_bridge(rtnl: Rtnl, bridge: str, gateway_cidr: str) -> Link:
         log.info("net.bridge_created bridge=%s", bridge, extra={"bridge": bridge})
     await _ensure_address(rtnl, link, want)
     if not link.up:
-        await rtnl.set_link(bridge, state="up")
+        await rtnl.change_link(bridge, LinkChange(up=True))
     return link
 
 
@@ -83,18 +84,22 @@ async def attach_port(
     address: str | None = None,
     current: Link | None = None,
 ) -> None:
-    """Enslave port to bridge, bring it up, set IFLA_BRPORT_ISOLATED (taps and veths alike).
+    """Enslave port to bridge, set IFLA_BRPORT_ISOLATED, bring it up (taps and veths alike).
 
     Isolated ports cannot talk to each other through the bridge, only to non-isolated
     ports and the bridge itself (the gateway), which is what keeps VMs apart. `current`
     is the port's known state, to skip what is already right; None means a fresh port.
     """
-    attached = current is not None and current.master == bridge.index
-    wrong_mac = address is not None and (current is None or current.address != address)
-    if current is None or not attached or not current.up or wrong_mac:
-        attrs: dict[str, object] = {"master": bridge.index, "state": "up"}
-        if address is not None:
-            attrs["address"] = address
-        await rtnl.set_link(port, **attrs)
-    if current is None or not attached or current.isolated != isolated:
-        await rtnl.set_isolated(port, isolated)
+    if current is None or current.master != bridge.index:
+        # The flag belongs to the bridge port, which exists only once attached; a fresh
+        # port is brought up only after it is isolated.
+        await rtnl.change_link(port, LinkChange(master=bridge.index, address=address))
+        await rtnl.change_link(port, LinkChange(up=True, isolated=isolated))
+        return
+    final = LinkChange(
+        address=address if address is not None and current.address != address else None,
+        up=None if current.up else True,
+        isolated=None if current.isolated == isolated else isolated,
+    )
+    if final:
+        await rtnl.change_link(port, final)

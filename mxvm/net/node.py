@@ -9,9 +9,10 @@ from mxvm.net import bridge as _bridge
 from mxvm.net import nat as _nat
 from mxvm.net import tap as _tap
 from mxvm.net.errors import NetworkError
+from mxvm.net.linkmsg import Link
 from mxvm.net.names import DEFAULT_BRIDGE, validate_ifname
 from mxvm.net.netns import netns_path
-from mxvm.net.rtnl import Link, Rtnl
+from mxvm.net.rtnl import Rtnl
 from mxvm.net.tap import TapInfo
 
 log = logging.getLogger(__name__)

@@ -1,40 +1,34 @@
-"""A small typed wrapper over pyroute2's AsyncIPRoute: the only place pyroute2 is called.
+"""A small typed wrapper over rtnetlink: the module the rest of mxvm.net calls.
 
-Every netlink failure leaves this module as a NetworkError naming the interface.
+Link lookups and changes (the tap life cycle) go as single raw messages through
+RouteSocket; the rest (creating the bridge, deleting links, addresses) through pyroute2's
+AsyncIPRoute. Every netlink failure leaves this module as a NetworkError naming the
+interface.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 
 from mxvm.net.errors import NetworkError
-
-_IFF_UP = 0x1
-
-
-@dataclass(frozen=True)
-class Link:
-    """What mxvm needs to know about one interface."""
-
-    index: int
-    name: str
-    kind: str | None
-    master: int | None
-    up: bool
-    address: str | None
-    isolated: bool | None  # None when the link is not a bridge port
-    carrier: bool = False  # for a tap: some process (the hypervisor) has it open
-    multi_queue: bool = False  # for a tap: created with IFF_MULTI_QUEUE
+from mxvm.net.linkmsg import (
+    Link,
+    LinkChange,
+    change_link_request,
+    decode_link,
+    get_link_request,
+)
+from mxvm.net.rtsock import RouteSocket
 
 
 @dataclass(frozen=True)
@@ -64,33 +58,13 @@ def translated(action: str, ifname: str | None) -> Iterator[None]:
         raise NetworkError(f"{subject}: {exc}", ifname=ifname) from exc
 
 
-def _to_link(msg: Any) -> Link:
-    slave = msg.get(("linkinfo", "slave_kind"))
-    isolated: bool | None = None
-    if slave == "bridge":
-        isolated = bool(msg.get(("linkinfo", "slave_data", "isolated")))
-    master = msg.get("master")
-    return Link(
-        index=int(msg["index"]),
-        name=str(msg.get("ifname")),
-        kind=msg.get(("linkinfo", "kind")),
-        master=int(master) if master else None,
-        up=bool(int(msg["flags"]) & _IFF_UP),
-        address=msg.get("address"),
-        isolated=isolated,
-        carrier=bool(msg.get("carrier")),
-        multi_queue=bool(msg.get(("linkinfo", "data", "IFLA_TUN_MULTI_QUEUE"))),
-    )
-
-
 class Rtnl:
-    """One rtnetlink socket, opened lazily inside the running event loop."""
+    """rtnetlink in one namespace: a raw socket for links, pyroute2 for the rest."""
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._ipr: Any = None
-        # The kernel runs one dump per socket at a time (EBUSY otherwise).
-        self._dump_lock = asyncio.Lock()
+        self._route = RouteSocket(netns)
 
     async def _sock(self) -> Any:
         if self._ipr is None:
@@ -103,49 +77,39 @@ class Rtnl:
         return self._ipr
 
     def close(self) -> None:
+        self._route.close()
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
 
     async def get_link(self, name: str) -> Link | None:
-        ipr = await self._sock()
         with translated("look up", name):
             try:
-                msgs = await ipr.link("get", ifname=name)
+                replies = await self._route.request(partial(get_link_request, name=name))
             except NetlinkError as exc:
                 if exc.code == errno.ENODEV:
                     return None
                 raise
-        return _to_link(msgs[0])
+            return decode_link(replies[0].payload)
 
     async def links(self) -> list[Link]:
-        ipr = await self._sock()
-        async with self._dump_lock:
-            with translated("list interfaces in namespace", self.netns):
-                return [_to_link(m) async for m in await ipr.link("dump")]
+        with translated("list interfaces in namespace", self.netns):
+            return [decode_link(r.payload) for r in await self._route.request(get_link_request)]
+
+    async def change_link(self, name: str, *changes: LinkChange, index: int = 0) -> None:
+        """RTM_NEWLINK on existing link `name` (addressed by index when given, which a rename
+        needs), one request per change, all sent in one write and applied in order. See
+        LinkChange for the order in which the kernel applies the parts of one."""
+        renames = [c.name for c in changes if c.name is not None]
+        action = f"rename to {renames[-1]}" if renames else "configure"
+        builds = [partial(change_link_request, change=c, name=name, index=index) for c in changes]
+        with translated(action, name):
+            await self._route.request(*builds)
 
     async def add_bridge(self, name: str, address: str) -> None:
         ipr = await self._sock()
         with translated("create bridge", name):
             await ipr.link("add", ifname=name, kind="bridge", address=address)
-
-    async def set_link(self, name: str, **attrs: Any) -> None:
-        """RTM_NEWLINK on an existing link, by name: master=, state=, address=, ..."""
-        ipr = await self._sock()
-        with translated("configure", name):
-            await ipr.link("set", ifname=name, **attrs)
-
-    async def rename_link(self, name: str, new_name: str, *, index: int, **attrs: Any) -> None:
-        """Rename a link (down, or being brought down by `attrs`) and apply `attrs` in the
-        same request: the kernel renames first and changes the up/down state last."""
-        ipr = await self._sock()
-        with translated(f"rename to {new_name}", name):
-            await ipr.link("set", index=index, ifname=new_name, **attrs)
-
-    async def set_isolated(self, name: str, isolated: bool) -> None:
-        ipr = await self._sock()
-        with translated("set bridge port flag isolated on", name):
-            await ipr.brport("set", ifname=name, isolated=int(isolated))
 
     async def delete_link(self, name: str) -> bool:
         """Delete by name; False when it was already gone."""
