@@ -105,3 +105,11 @@ def pings(ns: str, target: str, *, tries: int = 1) -> bool:
     return any(
         in_netns(ns, "ping", "-n", "-q", "-c1", "-W1", target).returncode == 0 for _ in range(tries)
     )
+
+
+def qemu_tap_argv(ns: str, tap: str) -> list[str]:
+    """QEMU opening tap `tap` the way mxvm's VMs do (ifname=, no scripts), paused, no guest."""
+    require_binary("qemu-system-x86_64", "qemu-system-x86")
+    netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off"
+    qemu = ["qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none", "-S"]
+    return ["ip", "netns", "exec", ns, *qemu, "-monitor", "none", "-netdev", netdev]
