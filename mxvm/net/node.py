@@ -110,7 +110,8 @@ class NodeNetwork:
         await _nat.disable_nat(self.bridge, namespace=self.netns)
 
     async def teardown(self) -> None:
-        """Remove NAT rules, this bridge's taps and the bridge itself."""
+        """Remove NAT rules, this bridge's taps (parked ones and detached parked ones too)
+        and the bridge itself; taps parked on another bridge are that bridge's."""
         self._bridge_link = None
         await self.disable_nat()
         br = await _bridge.get_bridge(self._rtnl, self.bridge)
@@ -119,7 +120,7 @@ class NodeNetwork:
         taps = await _tap.list_taps(self._rtnl, master=br.index)
         names = [t.name for t in taps]
         await _tap.delete_taps(self._rtnl, names, executor=self._executor())
-        await _tap.destroy_parked(self._rtnl, executor=self._executor())
+        await _tap.destroy_parked(self._rtnl, executor=self._executor(), master=br.index)
         self._tap_pool = _tap.TapPool()
         await self._rtnl.delete_link(self.bridge)
         log.info("net.bridge_removed bridge=%s", self.bridge)

@@ -199,7 +199,12 @@ async def cleanup_leftovers(
     return deleted
 
 
-async def destroy_parked(rtnl: Rtnl, *, executor: Executor) -> list[str]:
-    """Really delete the parked taps (teardown)."""
-    names = [link.name for link in await rtnl.links() if is_pool_name(link.name)]
+async def destroy_parked(rtnl: Rtnl, *, executor: Executor, master: int | None = None) -> list[str]:
+    """Really delete the parked taps (teardown): those on bridge `master` and detached ones
+    (None: all). Taps parked on another bridge belong to that bridge's pool."""
+    names = [
+        link.name
+        for link in await rtnl.links()
+        if is_pool_name(link.name) and (master is None or link.master in (None, master))
+    ]
     return await delete_taps(rtnl, names, executor=executor)

@@ -175,3 +175,22 @@ async def test_the_pool_is_bounded(rtnl: Rtnl, netns: str) -> None:
         assert not {tap_name("a"), tap_name("b")} & link_names(netns)
         assert await taps.destroy_parked(rtnl, executor=executor) == parked
         assert _parked(netns) == []
+
+
+async def test_teardown_removes_its_own_and_detached_parked_taps_only(
+    net: NodeNetwork, netns: str
+) -> None:
+    await net.ensure_bridge("10.87.3.1/24")
+    await net.create_tap("mine")
+    await net.delete_tap("mine")
+    assert len(_parked(netns)) == 1
+    detached, elsewhere = (f"mxp{secrets.token_hex(6)}" for _ in range(2))
+    ip(netns, "link", "add", "other0", "type", "bridge")
+    for name in (detached, elsewhere):
+        ip(netns, "tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr")
+    ip(netns, "link", "set", elsewhere, "master", "other0")
+
+    await net.teardown()
+
+    assert _parked(netns) == [elsewhere]
+    assert BRIDGE not in link_names(netns)
