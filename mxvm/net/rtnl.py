@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def translated(action: str, ifname: str | None) -> Iterator[None]:
         raise NetworkError(
             f"{subject}: {reason} (netlink error {exc.code})", ifname=ifname, code=exc.code
         ) from exc
-    except (OSError, TimeoutError, ValueError, NetlinkDecodeError) as exc:
+    except (OSError, TimeoutError, ValueError, struct.error, NetlinkDecodeError) as exc:
         raise NetworkError(f"{subject}: {exc}", ifname=ifname) from exc
 
 
@@ -90,7 +91,7 @@ class Rtnl:
                 if exc.code == errno.ENODEV:
                     return None
                 raise
-            return decode_link(replies[0].payload)
+            return decode_link(replies[0].payload) if replies else None
 
     async def links(self) -> list[Link]:
         with translated("list interfaces in namespace", self.netns):

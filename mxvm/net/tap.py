@@ -73,9 +73,9 @@ async def create_tap(
 class TapPool:
     """Idle taps parked for reuse: renamed `mxp…`, down, and still ports of the bridge they
     were on. Renaming one back costs far less than the kernel's ~15 ms for unregistering a
-    netdev and creating another, and staying on the bridge spares the detach and re-attach,
-    the dearest part of what is left. A down port forwards nothing. Known in memory; the
-    namespace is read once, to pick up what an earlier agent parked."""
+    netdev and creating another, and staying on the bridge spares a detach and re-attach
+    (a bridge port's removal waits for RCU). A down port forwards nothing. Known in memory;
+    the namespace is read once, to pick up what an earlier agent parked."""
 
     def __init__(self, limit: int = POOL_MAX) -> None:
         self.limit = limit
