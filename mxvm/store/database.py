@@ -42,12 +42,6 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Released connections skip asyncpg's default reset (a round trip per release): our
-    sessions carry no state to undo (no SET, LISTEN only on the listener's own connection,
-    the migration lock is released explicitly). asyncpg still rolls back an open transaction."""
-
-
 class Database:
     def __init__(self, dsn: str, *, pool_max: int = 10, timeout_s: float = 5.0) -> None:
         self.dsn = dsn
@@ -65,7 +59,6 @@ class Database:
             timeout=self.timeout_s,
             command_timeout=self.timeout_s * 6,
             init=_init_connection,
-            reset=_keep_session,
             max_inactive_connection_lifetime=60,
         )
 
