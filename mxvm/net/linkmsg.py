@@ -2,9 +2,10 @@
 
 The tap life cycle is a handful of small link requests. Through pyroute2 each cost ~0.7 ms
 here (encoding ~0.16 ms, decoding a link ~0.2 ms, plus its request machinery), while the
-kernel answers a lookup in ~5 µs. So the few messages the hot path needs are built here. The numbers are the kernel's uapi
-values (linux/netlink.h, rtnetlink.h, if_link.h); tests/net/test_net_linkmsg.py checks
-them against pyroute2's own tables and decodes these messages with pyroute2.
+kernel answers a lookup in ~5 µs. So the few messages the hot path needs are built here.
+The numbers are the kernel's uapi values (linux/netlink.h, rtnetlink.h, if_link.h);
+tests/net/test_net_linkmsg.py checks them against pyroute2's own tables and decodes these
+messages with pyroute2.
 """
 
 from __future__ import annotations
