@@ -18,13 +18,14 @@ from mxvm.agent import record as rec
 from mxvm.agent.context import AgentContext
 from mxvm.agent.inventory import registration, scan_devices
 from mxvm.agent.passthrough import release_leftovers
+from mxvm.agent.reporter import Reporter
 from mxvm.agent.runner import AllocRunner
 from mxvm.agent.server import create_agent_app
 from mxvm.client import ApiClient
 from mxvm.config import AgentSettings, split_listen
 from mxvm.devices import NvmlBackend
 from mxvm.devices.vfio import SysfsWriter
-from mxvm.errors import BackendUnavailable, InvalidState, MxvmError, NotFound
+from mxvm.errors import BackendUnavailable, MxvmError, NotFound
 from mxvm.hypervisors.base import Driver
 from mxvm.models import (
     AllocStatusUpdate,
@@ -61,6 +62,7 @@ class Agent:
         self.secret = secrets.token_urlsafe(32)
         token = settings.agent_token.get_secret_value() if settings.agent_token else None
         self.api = ApiClient(settings.url, token, timeout_s=POLL_WAIT_S + 30)
+        self.reporter = Reporter(self.api, self._reports_path)
         self.ctx = AgentContext(settings, drivers, self._report, image_dir, network)
         if sysfs_writer is not None:
             self.ctx.sysfs_writer = sysfs_writer
@@ -103,6 +105,7 @@ class Agent:
             for r in self.runners.values():
                 if r.task is not None:
                     r.task.cancel()  # VMs keep running; the next agent re-adopts them
+            await self.reporter.close()
             await server.cleanup()
             await self.api.close()
 
@@ -267,24 +270,11 @@ class Agent:
         runner.task = asyncio.create_task(runner.run(), name=f"alloc-{runner.alloc_id[:8]}")
 
     async def _report(self, alloc_id: str, update: AllocStatusUpdate) -> None:
-        """Deliver a status report, retrying while the coordinator is unreachable."""
+        await self.reporter.report(alloc_id, update)
+
+    def _reports_path(self) -> str:
         assert self.node is not None
-        path = f"/api/v1/agent/nodes/{self.node.id}/allocations/{alloc_id}/status"
-        delay = 0.2
-        while True:
-            try:
-                await self.api.post(path, json=update.model_dump(mode="json"))
-                return
-            except (InvalidState, NotFound) as exc:
-                log.warning("agent.report_refused %s %s", alloc_id, exc.detail)
-                return
-            except BackendUnavailable as exc:
-                log.warning("agent.report_retry %s %s", alloc_id, exc.detail)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            except MxvmError as exc:
-                log.error("agent.report_failed %s %s", alloc_id, exc.detail)
-                return
+        return f"/api/v1/agent/nodes/{self.node.id}/allocations/status"
 
 
 async def _unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T | None:

@@ -7,7 +7,13 @@ from aiohttp import web
 from pydantic import RootModel
 
 from mxvm.api.http import body, coordinator, query_number, reply
-from mxvm.models import AllocStatusUpdate, Device, NodeRegistration
+from mxvm.models import (
+    AllocReportResults,
+    AllocStatusBatch,
+    AllocStatusUpdate,
+    Device,
+    NodeRegistration,
+)
 
 MAX_WAIT_S = 300.0
 
@@ -39,6 +45,12 @@ async def report_status(request: web.Request) -> web.Response:
         request.match_info["id"], request.match_info["alloc_id"], update
     )
     return reply(alloc)
+
+
+async def report_statuses(request: web.Request) -> web.Response:
+    batch = await body(request, AllocStatusBatch)
+    results = await coordinator(request).report_allocations(request.match_info["id"], batch.reports)
+    return reply(AllocReportResults(results=results))
 
 
 async def report_devices(request: web.Request) -> web.Response:

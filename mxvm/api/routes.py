@@ -12,6 +12,8 @@ from mxvm.api.errors import Handler
 from mxvm.api.schemas import ClusterStatus, Health, JobStopped, JobSubmitted, Readiness
 from mxvm.models import (
     Allocation,
+    AllocReportResults,
+    AllocStatusBatch,
     AllocStatusUpdate,
     EligibilityUpdate,
     Evaluation,
@@ -86,6 +88,10 @@ ROUTES: list[Route] = [
           response=NodeAllocations,
           query={"index": "answer once the node's index is above this",
                  "wait": "seconds to wait at most (default 30)"}),
+    Route("POST", f"{V1}/agent/nodes/{{id}}/allocations/status", agent.report_statuses,
+          "agent_report_statuses", "Report several allocations' statuses at once, applied in "
+          "order; one result per report (agent)", Scope.AGENT, request=AllocStatusBatch,
+          response=AllocReportResults),
     Route("POST", f"{V1}/agent/nodes/{{id}}/allocations/{{alloc_id}}/status",
           agent.report_status, "agent_report_status", "Report an allocation's status (agent)",
           Scope.AGENT, request=AllocStatusUpdate, response=Allocation),

@@ -17,6 +17,8 @@ from mxvm.errors import BackendUnavailable, InvalidSpec
 from mxvm.leases import Leases
 from mxvm.models import (
     Allocation,
+    AllocReportResult,
+    AllocStatusReport,
     AllocStatusUpdate,
     ClientStatus,
     Device,
@@ -32,6 +34,8 @@ from mxvm.models import (
     Registered,
 )
 from mxvm.store import Store
+from mxvm.store.allocations import ReportsApplied
+from mxvm.store.evaluations import NewEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +136,45 @@ class Coordinator:
     async def report_allocation(
         self, node_id: str, alloc_id: str, update: AllocStatusUpdate
     ) -> Allocation:
-        alloc, ended = await self.store.update_allocation_status(alloc_id, node_id, update)
-        if ended:
-            trigger = (
-                EvalTrigger.ALLOC_FAILURE
-                if alloc.client_status == ClientStatus.FAILED
-                else EvalTrigger.CAPACITY_CHANGE
+        report = AllocStatusReport(alloc_id=alloc_id, **update.model_dump())
+        applied = await self._apply_reports(node_id, [report])
+        if applied.refusals[0] is not None:
+            raise applied.refusals[0]
+        return applied.updated[alloc_id]
+
+    async def report_allocations(
+        self, node_id: str, reports: list[AllocStatusReport]
+    ) -> list[AllocReportResult]:
+        """An agent's queued reports, applied in order; each gets its own result."""
+        applied = await self._apply_reports(node_id, reports)
+        return [
+            AllocReportResult(alloc_id=r.alloc_id, status=200)
+            if why is None
+            else AllocReportResult(alloc_id=r.alloc_id, status=why.status, detail=why.detail)
+            for r, why in zip(reports, applied.refusals, strict=True)
+        ]
+
+    async def _apply_reports(
+        self, node_id: str, reports: list[AllocStatusReport]
+    ) -> ReportsApplied:
+        applied = await self.store.update_allocation_statuses(node_id, reports)
+        if applied.ended:
+            # An allocation ended: its job may need a replacement (or is complete), and what it
+            # held is free for the blocked evaluations.
+            await self.store.create_evaluations(
+                [
+                    NewEvaluation(
+                        a.job_id,
+                        EvalTrigger.ALLOC_FAILURE
+                        if a.client_status == ClientStatus.FAILED
+                        else EvalTrigger.CAPACITY_CHANGE,
+                        node_id,
+                    )
+                    for a in applied.ended
+                ]
             )
-            await self.store.create_evaluation(alloc.job_id, trigger, node_id=node_id)
             await self._capacity_changed()
-        await self.store.refresh_job_status(alloc.job_id)
-        return alloc
+        return applied
 
     async def _capacity_changed(self, node_id: str | None = None) -> None:
         """A node joined or came back, or resources were freed: retry what was blocked."""

@@ -85,3 +85,35 @@ class AllocStatusUpdate(BaseModel):
     description: str = ""
     exit_code: int | None = None
     events: list[AllocEvent] = Field(default_factory=list)
+
+
+class AllocStatusReport(AllocStatusUpdate):
+    """One allocation's report inside an agent's batch."""
+
+    alloc_id: str
+
+
+class AllocStatusBatch(BaseModel):
+    """The reports an agent has queued, oldest first; one allocation may appear several
+    times (e.g. starting, then running), and they are applied in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reports: list[AllocStatusReport] = Field(min_length=1, max_length=1000)
+
+
+class AllocReportResult(BaseModel):
+    """What became of one report: 200 applied, or the error status and why (403 another node's
+    allocation, 404 unknown, 409 a transition that is not allowed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alloc_id: str
+    status: int
+    detail: str = ""
+
+
+class AllocReportResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    results: list[AllocReportResult]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from mxvm.errors import Forbidden, InvalidState, NotFound
+import json
+from typing import NamedTuple
+
+import asyncpg
+
+from mxvm.errors import Forbidden, InvalidState, MxvmError, NotFound
 from mxvm.models import (
     TERMINAL,
     TRANSITIONS,
     Allocation,
+    AllocStatusReport,
     AllocStatusUpdate,
     AssignedAllocation,
     ClientStatus,
@@ -74,28 +80,74 @@ class AllocationStore(StoreBase):
             )
         return NodeAllocations(index=int(index), allocations=out)
 
-    async def update_allocation_status(
-        self, alloc_id: str, node_id: str, update: AllocStatusUpdate
-    ) -> tuple[Allocation, bool]:
-        """Apply an agent's report; returns (allocation, it just became terminal)."""
+    async def update_allocation_statuses(
+        self, node_id: str, reports: list[AllocStatusReport]
+    ) -> ReportsApplied:
+        """Apply an agent's reports in order, in one transaction (rows locked, each transition
+        checked against the status the earlier reports of the batch left)."""
+        ids = sorted({r.alloc_id for r in reports})
         async with self.db.transaction() as conn:
-            row = await conn.fetchrow(q("alloc_get_for_update"), alloc_id)
-            if row is None:
-                raise NotFound(f"allocation {alloc_id} not found")
-            if row["node_id"] != node_id:
-                raise Forbidden(f"allocation {alloc_id} does not belong to node {node_id}")
-            current = ClientStatus(row["client_status"])
-            check_transition(current, update.client_status)
-            new = await conn.fetchrow(
-                q("alloc_update_client"),
-                alloc_id,
-                update.client_status.value,
-                update.description,
-                update.exit_code,
-                rows.events_json(update.events),
+            before = {r["id"]: r for r in await conn.fetch(q("allocs_get_for_update"), ids)}
+            status = {i: ClientStatus(r["client_status"]) for i, r in before.items()}
+            refusals: list[MxvmError | None] = []
+            merged: dict[str, AllocStatusUpdate] = {}
+            for rep in reports:
+                refusal = _refusal(before.get(rep.alloc_id), node_id, status.get(rep.alloc_id), rep)
+                refusals.append(refusal)
+                if refusal is None:
+                    status[rep.alloc_id] = rep.client_status
+                    merged[rep.alloc_id] = _merge(merged.get(rep.alloc_id), rep)
+            changed = (
+                await conn.fetch(
+                    q("allocs_update_client"),
+                    list(merged),
+                    [u.client_status.value for u in merged.values()],
+                    [u.description for u in merged.values()],
+                    [u.exit_code for u in merged.values()],
+                    [json.dumps(rows.events_json(u.events)) for u in merged.values()],
+                )
+                if merged
+                else []
             )
-            assert new is not None
-            became_terminal = current not in TERMINAL and update.client_status in TERMINAL
-            if became_terminal:
+            updated = {r["id"]: rows.allocation(r) for r in changed}
+            ended = [
+                a
+                for a in updated.values()
+                if a.terminal and ClientStatus(before[a.id]["client_status"]) not in TERMINAL
+            ]
+            if ended:
                 await conn.execute(q("nodes_bump_index"), [node_id])
-        return rows.allocation(new), became_terminal
+        return ReportsApplied(refusals, updated, ended)
+
+
+class ReportsApplied(NamedTuple):
+    refusals: list[MxvmError | None]  # per report: None when applied, else why not
+    updated: dict[str, Allocation]  # the allocations as the batch left them
+    ended: list[Allocation]  # those the batch made terminal
+
+
+def _refusal(
+    row: asyncpg.Record | None, node_id: str, current: ClientStatus | None, rep: AllocStatusReport
+) -> MxvmError | None:
+    if row is None or current is None:
+        return NotFound(f"allocation {rep.alloc_id} not found")
+    if row["node_id"] != node_id:
+        return Forbidden(f"allocation {rep.alloc_id} does not belong to node {node_id}")
+    try:
+        check_transition(current, rep.client_status)
+    except InvalidState as exc:
+        return exc
+    return None
+
+
+def _merge(prev: AllocStatusUpdate | None, rep: AllocStatusUpdate) -> AllocStatusUpdate:
+    """Two reports of one allocation in a batch: the later one's status and description,
+    every event, the last exit code given."""
+    if prev is None:
+        return AllocStatusUpdate.model_validate(rep.model_dump(exclude={"alloc_id"}))
+    return AllocStatusUpdate(
+        client_status=rep.client_status,
+        description=rep.description,
+        exit_code=rep.exit_code if rep.exit_code is not None else prev.exit_code,
+        events=prev.events + rep.events,
+    )

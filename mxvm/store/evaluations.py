@@ -5,13 +5,36 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 
 from mxvm.errors import NotFound
 from mxvm.models import EvalOutcome, EvalTrigger, Evaluation
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
+from mxvm.store.database import Conn
 from mxvm.store.jobs import refresh_statuses
 from mxvm.store.queries import q
+
+
+class NewEvaluation(NamedTuple):
+    job_id: str
+    trigger: EvalTrigger
+    node_id: str | None = None
+    wait_until: datetime | None = None
+
+
+async def _insert(conn: Conn, new: list[NewEvaluation]) -> None:
+    if not new:
+        return
+    await conn.execute(
+        q("evals_insert_many"),
+        [str(uuid.uuid4()) for _ in new],
+        [n.job_id for n in new],
+        [n.trigger.value for n in new],
+        [n.node_id for n in new],
+        [n.wait_until for n in new],
+    )
+    await conn.execute(q("evals_notify"))
 
 
 class EvaluationStore(StoreBase):
@@ -62,17 +85,21 @@ class EvaluationStore(StoreBase):
                 [r["job_id"] for r in finished],
                 [r["created_at"] for r in finished],
             )
-            follow = [o for o in outcomes if o.follow_up_at is not None]
-            if follow:
-                await conn.execute(
-                    q("evals_insert_many"),
-                    [str(uuid.uuid4()) for _ in follow],
-                    [o.evaluation.job_id for o in follow],
-                    [EvalTrigger.ALLOC_FAILURE.value for _ in follow],
-                    [o.follow_up_at for o in follow],
-                )
-                await conn.execute(q("evals_notify"))
+            follow = [
+                NewEvaluation(o.evaluation.job_id, EvalTrigger.ALLOC_FAILURE, None, o.follow_up_at)
+                for o in outcomes
+                if o.follow_up_at is not None
+            ]
+            await _insert(conn, follow)
             await refresh_statuses(conn, sorted({o.evaluation.job_id for o in outcomes}))
+
+    async def create_evaluations(self, new: list[NewEvaluation]) -> None:
+        """Queue several evaluations in one transaction, and re-derive their jobs' statuses."""
+        if not new:
+            return
+        async with self.db.transaction() as conn:
+            await _insert(conn, new)
+            await refresh_statuses(conn, sorted({n.job_id for n in new}))
 
     async def unblock_evaluations(self) -> int:
         async with self.db.transaction() as conn:

@@ -10,7 +10,7 @@ import pytest
 from mxvm.errors import StaleEpoch
 from mxvm.models import (
     Allocation,
-    AllocStatusUpdate,
+    AllocStatusReport,
     AllocStop,
     ClientStatus,
     Device,
@@ -97,8 +97,8 @@ async def test_a_device_is_never_assigned_twice(store: Store) -> None:
     assert sum(1 for r in results if r.committed) == 1
     # Once the holder ends, the device is free again.
     holder = next(a for a in await store.job_allocations(job.id))
-    await store.update_allocation_status(
-        holder.id, node.id, AllocStatusUpdate(client_status=ClientStatus.FAILED)
+    await store.update_allocation_statuses(
+        node.id, [AllocStatusReport(alloc_id=holder.id, client_status=ClientStatus.FAILED)]
     )
     again = Plan(
         eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id, 9, device_ids=[gpu.id])]
@@ -167,8 +167,8 @@ async def test_each_allocation_gets_its_own_ip_and_gives_it_back(store: Store) -
     too_many = [_alloc(job.id, node.id, i) for i in range(3, 6)]
     r = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=too_many), 1)
     assert r.rejected_nodes == {node.id: "no free IP address in the node's subnet"}
-    await store.update_allocation_status(
-        first[1].id, node.id, AllocStatusUpdate(client_status=ClientStatus.COMPLETE)
+    await store.update_allocation_statuses(
+        node.id, [AllocStatusReport(alloc_id=first[1].id, client_status=ClientStatus.COMPLETE)]
     )
     again = _alloc(job.id, node.id, 9)
     assert (

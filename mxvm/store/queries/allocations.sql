@@ -1,8 +1,9 @@
 -- name: alloc_get
 SELECT * FROM allocations WHERE id = $1;
 
--- name: alloc_get_for_update
-SELECT * FROM allocations WHERE id = $1 FOR UPDATE;
+-- name: allocs_get_for_update
+SELECT id, node_id, client_status FROM allocations WHERE id = ANY($1::text[])
+ORDER BY id FOR UPDATE;
 
 -- name: alloc_list
 SELECT * FROM allocations ORDER BY created_at DESC, id LIMIT $1;
@@ -23,12 +24,15 @@ FROM allocations a JOIN jobs j ON j.id = a.job_id
 WHERE a.node_id = $1 AND a.live
 ORDER BY a.created_at, a.id;
 
--- name: alloc_update_client
-UPDATE allocations
-SET client_status = $2, client_description = $3, exit_code = COALESCE($4, exit_code),
-    events = events || $5::jsonb, modified_at = now()
-WHERE id = $1
-RETURNING *;
+-- name: allocs_update_client
+UPDATE allocations AS a
+SET client_status = u.status, client_description = u.description,
+    exit_code = COALESCE(u.exit_code, a.exit_code), events = a.events || u.events::jsonb,
+    modified_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[])
+    AS u(id, status, description, exit_code, events)
+WHERE a.id = u.id
+RETURNING a.*;
 
 -- name: allocs_mark_lost
 UPDATE allocations
