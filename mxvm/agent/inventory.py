@@ -4,6 +4,7 @@ drivers (and whether KVM really works), guest images, and PCI/GPU devices."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import platform
@@ -13,19 +14,37 @@ import psutil
 
 from mxvm.agent.images import GuestImage, list_images
 from mxvm.config import AgentSettings
-from mxvm.devices import NvmlBackend, PynvmlBackend, scan_inventory
+from mxvm.devices import NvmlBackend, NvmlStatus, PynvmlBackend, scan_inventory
 from mxvm.hypervisors.base import Driver
 from mxvm.hypervisors.qemu.driver import QemuDriver
 from mxvm.models import Device, NodeRegistration, Resources
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
+NVML_LIBRARY = "libnvidia-ml.so.1"  # the NVIDIA driver's library, as pynvml loads it
+
+
+class NoNvmlLibrary:
+    """NVML on a host without the NVIDIA driver's library: pynvml's own answer."""
+
+    def query(self) -> NvmlStatus:
+        return NvmlStatus.unavailable("NVML Shared Library Not Found")
+
+
+def host_nvml(library: str = NVML_LIBRARY) -> NvmlBackend:
+    """The real NVML. Where the driver's library cannot be loaded, the answer is known
+    without importing pynvml, which the agent would otherwise keep (2 MiB) for nothing."""
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return NoNvmlLibrary()
+    return PynvmlBackend()
 
 
 def scan_devices(settings: AgentSettings, nvml: NvmlBackend | None = None) -> list[Device]:
     """The node's devices with their health now (blocking: sysfs and NVML). `nvml` is the
     seam for tests; None means the real NVML."""
-    nvml = nvml if nvml is not None else PynvmlBackend()
+    nvml = nvml if nvml is not None else host_nvml()
     report = scan_inventory(settings.sysfs_root, nvml=nvml, state_dir=settings.state_dir)
     return report.to_devices()
 

@@ -15,15 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import pynvml
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-
-# Answers that mean "this GPU or this user cannot tell", not "this GPU is broken".
-_UNKNOWABLE = (pynvml.NVMLError_NotSupported, pynvml.NVMLError_NoPermission)
 
 
 class NvmlGpu(BaseModel):
@@ -81,6 +77,10 @@ class PynvmlBackend:
     """The real NVML, through pynvml. Blocking: call from a worker thread in async code."""
 
     def query(self) -> NvmlStatus:
+        # pynvml is imported where it is used, not with this module: it is 2 MiB of ctypes
+        # bindings that a host agent without an NVIDIA driver would otherwise keep for nothing.
+        import pynvml
+
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
@@ -96,6 +96,8 @@ class PynvmlBackend:
                 log.warning("nvml.shutdown_failed %s", _text(exc))
 
     def _query_initialised(self) -> NvmlStatus:
+        import pynvml
+
         driver = str(_decoded(pynvml.nvmlSystemGetDriverVersion()))
         gpus: dict[str, NvmlGpu] = {}
         errors: list[str] = []
@@ -112,6 +114,8 @@ class PynvmlBackend:
 
 def _gpu(index: int, address: str, handle: Any) -> NvmlGpu:
     """Details of one GPU; a failed query marks it unhealthy instead of hiding it."""
+    import pynvml
+
     try:
         name = str(_decoded(pynvml.nvmlDeviceGetName(handle)))
         uuid = str(_decoded(pynvml.nvmlDeviceGetUUID(handle)))
@@ -136,6 +140,8 @@ def _gpu(index: int, address: str, handle: Any) -> NvmlGpu:
 
 
 def _mig_enabled(handle: Any) -> bool:
+    import pynvml
+
     try:
         current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
     except pynvml.NVMLError_NotSupported:
@@ -145,9 +151,13 @@ def _mig_enabled(handle: Any) -> bool:
 
 def _memory_health(handle: Any) -> str | None:
     """A memory problem that needs a GPU reset or service, or None."""
+    import pynvml
+
+    # answers that mean "this GPU or this user cannot tell", not "this GPU is broken"
+    unknowable = (pynvml.NVMLError_NotSupported, pynvml.NVMLError_NoPermission)
     try:
         _corr, _unc, pending, failure = pynvml.nvmlDeviceGetRemappedRows(handle)
-    except _UNKNOWABLE:
+    except unknowable:
         pass  # before Ampere: fall back to page retirement
     else:
         if failure:
@@ -155,7 +165,7 @@ def _memory_health(handle: Any) -> str | None:
         return "row remapping pending (GPU reset needed)" if pending else None
     try:
         pending = pynvml.nvmlDeviceGetRetiredPagesPendingStatus(handle)
-    except _UNKNOWABLE:
+    except unknowable:
         return None
     if int(pending) == pynvml.NVML_FEATURE_ENABLED:
         return "retired pages pending (GPU reset needed)"
