@@ -59,13 +59,13 @@ class AllocationStore(StoreBase):
         return [rows.allocation(r) for r in await self.db.fetch(q("alloc_list_node"), node_id)]
 
     async def node_desired(self, node_id: str) -> NodeAllocations:
-        async with self.db.connection() as conn, conn.transaction(readonly=True):
-            index = await conn.fetchval(q("node_alloc_index"), node_id)
-            if index is None:
-                raise NotFound(f"node {node_id} not found")
-            recs = await conn.fetch(q("alloc_node_desired"), node_id)
+        recs = await self.db.fetch(q("alloc_node_desired"), node_id)
+        if not recs:
+            raise NotFound(f"node {node_id} not found")
         out = []
         for r in recs:
+            if r["id"] is None:
+                continue
             spec = JobSpec.model_validate(r["job_spec"])
             out.append(
                 AssignedAllocation(
@@ -78,7 +78,7 @@ class AllocationStore(StoreBase):
                     volumes=spec.volumes,
                 )
             )
-        return NodeAllocations(index=int(index), allocations=out)
+        return NodeAllocations(index=int(recs[0]["node_index"]), allocations=out)
 
     async def update_allocation_statuses(
         self, node_id: str, reports: list[AllocStatusReport]

@@ -71,19 +71,13 @@ class EvaluationStore(StoreBase):
         if not outcomes:
             return
         async with self.db.transaction() as conn:
-            finished = await conn.fetch(
+            await conn.execute(
                 q("evals_finish_many"),
                 [o.evaluation.id for o in outcomes],
                 [o.status.value for o in outcomes],
                 [o.description for o in outcomes],
                 [json.dumps(o.failures) for o in outcomes],
                 [o.queued for o in outcomes],
-            )
-            await conn.execute(
-                q("evals_supersede_many"),
-                [r["id"] for r in finished],
-                [r["job_id"] for r in finished],
-                [r["created_at"] for r in finished],
             )
             follow = [
                 NewEvaluation(o.evaluation.job_id, EvalTrigger.ALLOC_FAILURE, None, o.follow_up_at)

@@ -94,21 +94,26 @@ async def _node_states(conn: Conn, node_ids: list[str]) -> dict[str, _NodeState]
     return states
 
 
+def notify_payloads(node_ids: Iterable[str]) -> list[str]:
+    """The `mxvm_node` payloads that wake these nodes' agents: as few as fit."""
+    ids = sorted(node_ids)
+    return [",".join(ids[i : i + NOTIFY_BATCH]) for i in range(0, len(ids), NOTIFY_BATCH)]
+
+
 async def notify_nodes(conn: Conn, node_ids: Iterable[str]) -> None:
-    """Wake the long-polls of these nodes' agents, in as few notifications as fit."""
-    batch: list[str] = []
-    for node_id in sorted(node_ids):
-        batch.append(node_id)
-        if len(batch) >= NOTIFY_BATCH:
-            await conn.execute(q("nodes_notify"), ",".join(batch))
-            batch = []
-    if batch:
-        await conn.execute(q("nodes_notify"), ",".join(batch))
+    """Wake the long-polls of these nodes' agents."""
+    payloads = notify_payloads(node_ids)
+    if payloads:
+        await conn.execute(q("nodes_notify"), payloads)
 
 
-async def _insert(conn: Conn, allocs: list[Allocation], ips: dict[str, str]) -> None:
+async def _insert(
+    conn: Conn, allocs: list[Allocation], ips: dict[str, str], notify: list[str]
+) -> None:
+    dev = [(a.node_id, d, a.id) for a in allocs for d in a.device_ids]
+    ports = [(a.node_id, p, a.id) for a in allocs for p in a.ports.values()]
     await conn.execute(
-        q("plan_insert_allocations"),
+        q("plan_insert"),
         [a.id for a in allocs],
         [a.eval_id for a in allocs],
         [a.job_id for a in allocs],
@@ -124,17 +129,14 @@ async def _insert(conn: Conn, allocs: list[Allocation], ips: dict[str, str]) -> 
         [a.previous_allocation for a in allocs],
         [a.reschedule_attempts for a in allocs],
         [ips.get(a.id) for a in allocs],
+        [d[0] for d in dev],
+        [d[1] for d in dev],
+        [d[2] for d in dev],
+        [p[0] for p in ports],
+        [p[1] for p in ports],
+        [p[2] for p in ports],
+        notify,
     )
-    if ips:
-        by_id = {a.id: a.node_id for a in allocs}
-        rows = [(ip, by_id[alloc_id], alloc_id) for alloc_id, ip in ips.items()]
-        await conn.execute(q("plan_insert_ips"), *map(list, zip(*rows, strict=True)))
-    dev = [(a.node_id, d, a.id) for a in allocs for d in a.device_ids]
-    if dev:
-        await conn.execute(q("plan_insert_devices"), *map(list, zip(*dev, strict=True)))
-    ports = [(a.node_id, p, a.id) for a in allocs for p in a.ports.values()]
-    if ports:
-        await conn.execute(q("plan_insert_ports"), *map(list, zip(*ports, strict=True)))
 
 
 async def _stop(conn: Conn, stops: list[AllocStop]) -> list[asyncpg.Record]:
@@ -211,10 +213,11 @@ class PlanStore(StoreBase):
             states = await _node_states(conn, sorted(by_node))
             accepted, ips, rejected = _admit(by_node, states)
             stopped = await _stop(conn, [s for p in plans for s in p.stops])
-            if accepted:
-                await _insert(conn, accepted, ips)
             touched = {a.node_id for a in accepted} | {r["node_id"] for r in stopped}
-            await notify_nodes(conn, touched)
+            if accepted:  # the insert statement also sends the notifications
+                await _insert(conn, accepted, ips, notify_payloads(touched))
+            else:
+                await notify_nodes(conn, touched)
         committed = {a.id for a in accepted}
         stopped_ids = {r["id"] for r in stopped}
         return [

@@ -1,4 +1,4 @@
-"""The scheduler's input, read from Postgres in one read-only transaction."""
+"""The scheduler's input, read from Postgres in one statement."""
 
 from __future__ import annotations
 
@@ -10,21 +10,16 @@ from mxvm.store.queries import q
 
 class SnapshotStore(StoreBase):
     async def snapshot(self) -> ClusterSnapshot:
-        async with (
-            self.db.connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            nodes = [rows.node(r) for r in await conn.fetch(q("node_list"))]
-            usage_rows = await conn.fetch(q("snapshot_usage"))
-            dev_rows = await conn.fetch(q("snapshot_devices"))
-            port_rows = await conn.fetch(q("snapshot_ports"))
-        snap = ClusterSnapshot(nodes=nodes)
-        for r in usage_rows:
-            u = snap.usage_of(r["node_id"])
-            u.used = Resources(cpu_millicores=r["cpu"], memory_mb=r["memory"], disk_mb=r["disk"])
-            u.alloc_count = int(r["allocs"])
-        for r in dev_rows:
-            snap.usage_of(r["node_id"]).device_ids.add(r["device_id"])
-        for r in port_rows:
-            snap.usage_of(r["node_id"]).ports.add(r["port"])
+        records = await self.db.fetch(q("snapshot"))
+        snap = ClusterSnapshot(nodes=[rows.node(r) for r in records])
+        for r in records:
+            if not (r["used_allocs"] or r["used_devices"] or r["used_ports"]):
+                continue
+            u = snap.usage_of(r["id"])
+            u.used = Resources(
+                cpu_millicores=r["used_cpu"], memory_mb=r["used_memory"], disk_mb=r["used_disk"]
+            )
+            u.alloc_count = int(r["used_allocs"])
+            u.device_ids.update(r["used_devices"])
+            u.ports.update(r["used_ports"])
         return snap

@@ -175,3 +175,30 @@ async def test_each_allocation_gets_its_own_ip_and_gives_it_back(store: Store) -
         await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[again]), 1)
     ).committed
     assert (await store.get_allocation(again.id)).ip == "10.87.0.3"  # the freed address
+
+
+async def test_a_batch_of_plans_commits_together_and_each_gets_its_result(store: Store) -> None:
+    small, _ = await store.register_node(
+        registration("small", memory=1024), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    big, _ = await store.register_node(
+        registration("big", memory=8192), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    job1, ev1 = await store.create_job(_job_spec("one"))
+    job2, ev2 = await store.create_job(_job_spec("two"))
+    # Each plan fits alone, but together they overfill `small`: its node is refused for both.
+    p1 = Plan(
+        eval_id=ev1.id,
+        job_id=job1.id,
+        placements=[_alloc(job1.id, small.id, 0), _alloc(job1.id, big.id, 1)],
+    )
+    p2 = Plan(eval_id=ev2.id, job_id=job2.id,
+              placements=[_alloc(job2.id, small.id, 0, ports={"http": 80})])  # fmt: skip
+    r1, r2 = await store.apply_plans([p1, p2], epoch=1)
+    assert r1.committed == [p1.placements[1].id] and r2.committed == []
+    assert r1.rejected_nodes == r2.rejected_nodes == {small.id: "not enough memory"}
+    snap = await store.snapshot()
+    assert snap.usage_of(big.id).used.memory_mb == 1024
+    assert snap.usage_of(small.id).alloc_count == 0 and not snap.usage_of(small.id).ports
+    # The committed one got its IP claim in the same statement.
+    assert (await store.get_allocation(p1.placements[1].id)).ip is not None

@@ -18,10 +18,14 @@ SELECT * FROM allocations WHERE job_id = ANY($1::text[]) ORDER BY idx, created_a
 SELECT * FROM allocations WHERE node_id = $1 ORDER BY created_at DESC, id;
 
 -- name: alloc_node_desired
--- What a node's agent must converge to: every live allocation with its job's spec.
-SELECT a.*, j.spec AS job_spec
-FROM allocations a JOIN jobs j ON j.id = a.job_id
-WHERE a.node_id = $1 AND a.live
+-- What a node's agent must converge to: every live allocation with its job's spec, and the
+-- node's index, in one statement (one consistent view). No row: no such node; one row with
+-- a NULL allocation id: a node with nothing to run.
+SELECT n.alloc_index AS node_index, a.*, j.spec AS job_spec
+FROM nodes n
+LEFT JOIN allocations a ON a.node_id = n.id AND a.live
+LEFT JOIN jobs j ON j.id = a.job_id
+WHERE n.id = $1
 ORDER BY a.created_at, a.id;
 
 -- name: allocs_update_client

@@ -18,20 +18,20 @@ ORDER BY created_at
 LIMIT $1;
 
 -- name: evals_finish_many
-UPDATE evaluations AS e
-SET status = u.status, status_description = u.description, failures = u.failures::jsonb,
-    queued = u.queued, modified_at = clock_timestamp()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[])
-    AS u(id, status, description, failures, queued)
-WHERE e.id = u.id
-RETURNING e.id, e.job_id, e.created_at;
-
--- name: evals_supersede_many
--- Older open evaluations of each finished one's job are superseded by it.
+-- Record the outcomes; older open evaluations of each finished one's job are superseded by it.
+WITH finished AS (
+    UPDATE evaluations AS e
+    SET status = u.status, status_description = u.description, failures = u.failures::jsonb,
+        queued = u.queued, modified_at = clock_timestamp()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[])
+        AS u(id, status, description, failures, queued)
+    WHERE e.id = u.id
+    RETURNING e.id, e.job_id, e.created_at
+)
 UPDATE evaluations AS e
 SET status = 'canceled', status_description = 'superseded by ' || f.id,
     modified_at = clock_timestamp()
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS f(id, job_id, created_at)
+FROM finished f
 WHERE e.job_id = f.job_id AND e.id <> f.id AND e.status IN ('pending', 'blocked')
   AND e.created_at <= f.created_at
   AND (e.wait_until IS NULL OR e.wait_until <= now());

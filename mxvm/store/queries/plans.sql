@@ -43,8 +43,8 @@ LEFT JOIN (
 ) i ON i.node_id = n.id;
 
 -- name: nodes_notify
--- One notification for many nodes: the payload is their ids, comma-separated.
-SELECT pg_notify('mxvm_node', $1);
+-- One notification per payload; a payload is many node ids, comma-separated.
+SELECT count(pg_notify('mxvm_node', p)) FROM unnest($1::text[]) AS p;
 
 -- name: plan_stop
 UPDATE allocations AS a
@@ -53,33 +53,39 @@ FROM unnest($1::text[], $2::text[]) AS s(id, description)
 WHERE a.id = s.id AND a.desired_status = 'run'
 RETURNING a.id, a.node_id;
 
--- name: plan_insert_allocations
-INSERT INTO allocations (
-    id, eval_id, job_id, job_version, node_id, name, idx,
-    cpu_millicores, memory_mb, disk_mb, device_ids, ports,
-    previous_allocation, reschedule_attempts, ip, desired_status, client_status, events
+-- name: plan_insert
+-- The admitted placements with their IP, device and port claims, and the wake-up of their
+-- nodes' agents ($22: notification payloads), in one statement: one round trip, and the
+-- claims' foreign keys are checked at its end, when the allocations are there.
+WITH allocs AS (
+    INSERT INTO allocations (
+        id, eval_id, job_id, job_version, node_id, name, idx,
+        cpu_millicores, memory_mb, disk_mb, device_ids, ports,
+        previous_allocation, reschedule_attempts, ip, desired_status, client_status, events
+    )
+    SELECT u.id, u.eval_id, u.job_id, u.job_version, u.node_id, u.name, u.idx,
+           u.cpu, u.memory, u.disk, u.device_ids::jsonb, u.ports::jsonb,
+           u.previous_allocation, u.reschedule_attempts, u.ip::inet, 'run', 'pending',
+           jsonb_build_array(jsonb_build_object(
+               'time', now(), 'type', 'placed', 'message', 'placed on node ' || u.node_id))
+    FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::int[],
+        $8::int[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[],
+        $15::text[]
+    ) AS u(id, eval_id, job_id, job_version, node_id, name, idx,
+           cpu, memory, disk, device_ids, ports, previous_allocation, reschedule_attempts, ip)
+    RETURNING id
+), ips AS (
+    INSERT INTO allocation_ips (ip, node_id, allocation_id)
+    SELECT u.ip::inet, u.node_id, u.id
+    FROM unnest($1::text[], $5::text[], $15::text[]) AS u(id, node_id, ip)
+    WHERE u.ip IS NOT NULL
+), devices AS (
+    INSERT INTO allocation_devices (node_id, device_id, allocation_id)
+    SELECT * FROM unnest($16::text[], $17::text[], $18::text[])
+), ports AS (
+    INSERT INTO allocation_ports (node_id, port, allocation_id)
+    SELECT * FROM unnest($19::text[], $20::int[], $21::text[])
 )
-SELECT u.id, u.eval_id, u.job_id, u.job_version, u.node_id, u.name, u.idx,
-       u.cpu, u.memory, u.disk, u.device_ids::jsonb, u.ports::jsonb,
-       u.previous_allocation, u.reschedule_attempts, u.ip::inet, 'run', 'pending',
-       jsonb_build_array(jsonb_build_object(
-           'time', now(), 'type', 'placed', 'message', 'placed on node ' || u.node_id))
-FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::int[],
-    $8::int[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[],
-    $15::text[]
-) AS u(id, eval_id, job_id, job_version, node_id, name, idx,
-       cpu, memory, disk, device_ids, ports, previous_allocation, reschedule_attempts, ip);
-
--- name: plan_insert_ips
-INSERT INTO allocation_ips (ip, node_id, allocation_id)
-SELECT u.ip::inet, u.node_id, u.allocation_id
-FROM unnest($1::text[], $2::text[], $3::text[]) AS u(ip, node_id, allocation_id);
-
--- name: plan_insert_devices
-INSERT INTO allocation_devices (node_id, device_id, allocation_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[]);
-
--- name: plan_insert_ports
-INSERT INTO allocation_ports (node_id, port, allocation_id)
-SELECT * FROM unnest($1::text[], $2::int[], $3::text[]);
+SELECT (SELECT count(*) FROM allocs) AS inserted,
+       (SELECT count(pg_notify('mxvm_node', p)) FROM unnest($22::text[]) AS p) AS notified;
