@@ -7,6 +7,8 @@ really has.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -207,3 +209,13 @@ def test_this_hosts_nvml() -> None:
             assert address == gpu.pci_address == normalise_bus_id(address)
     else:
         assert status.summary.startswith("no NVML: ") and status.reason
+
+
+def test_a_host_without_the_nvml_library_answers_without_loading_pynvml() -> None:
+    code = (
+        "import sys; from mxvm.agent.inventory import host_nvml; "
+        "s = host_nvml('libnot-there.so.1').query(); "
+        "print(s.available, 'pynvml' in sys.modules, s.reason)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False NVML Shared Library Not Found"
