@@ -86,7 +86,7 @@ class LeaderLoop:
         raise LostLeadership()  # stopping: leave the TaskGroup
 
     async def _evaluate(self, epoch: int, stop: asyncio.Event) -> None:
-        evaluator = Evaluator(self.coord.store, epoch)
+        evaluator = Evaluator(self.coord.planner, epoch)
         wake = self.coord.watch.eval_wakeup
         while not stop.is_set():
             wake.clear()

@@ -31,16 +31,24 @@ async def open_coordinator(settings: CoordinatorSettings) -> AsyncIterator[Coord
         pool_max=settings.db_pool_max,
         timeout_s=settings.backend_timeout_s,
     )
+    # The evaluator's own connections: a burst of API requests queueing for the shared pool
+    # must not hold up placing the jobs they submit.
+    planner = await Store.connect(
+        settings.database_url, pool_max=2, timeout_s=settings.backend_timeout_s
+    )
     leases = await Leases.connect(settings.redis_url, timeout_s=settings.backend_timeout_s)
     try:
         await _migrate_when_reachable(store)
-        coord = Coordinator(settings, store, leases, NodeWatch())
+        await store.db.warm(settings.db_pool_max // 2)
+        await planner.db.warm(2)
+        coord = Coordinator(settings, store, leases, NodeWatch(), planner=planner)
         try:
             yield coord
         finally:
             await coord.agents.close()
     finally:
         await leases.close()
+        await planner.close()
         await store.close()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from mxvm.config import CoordinatorSettings
 from mxvm.coordinator.agent_calls import AgentCalls
 from mxvm.coordinator.watch import NodeWatch
-from mxvm.errors import BackendUnavailable, InvalidSpec
+from mxvm.errors import BackendUnavailable
 from mxvm.leases import Leases
 from mxvm.models import (
     Allocation,
@@ -42,10 +42,17 @@ log = logging.getLogger(__name__)
 
 class Coordinator:
     def __init__(
-        self, settings: CoordinatorSettings, store: Store, leases: Leases, watch: NodeWatch
+        self,
+        settings: CoordinatorSettings,
+        store: Store,
+        leases: Leases,
+        watch: NodeWatch,
+        *,
+        planner: Store | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.planner = planner or store  # the evaluator's store (its own small pool)
         self.leases = leases
         self.watch = watch
         self.leader_epoch: int | None = None  # set by the leader loop while we lead
@@ -53,22 +60,12 @@ class Coordinator:
 
     # --- jobs -----------------------------------------------------------------------------
     async def submit_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
-        await self._check_image_memory(spec)
+        """Store the job and queue its evaluation. Refused (422) when its memory is below
+        the minimum every node that has its image reports (`image.<name>.min_memory_mb`)."""
         job, ev = await self.store.create_job(spec)
         log.info("job.submitted %s", job.id, extra={"job_id": job.id, "eval_id": ev.id})
         self.watch.wake_evaluator()
         return job, ev
-
-    async def _check_image_memory(self, spec: JobSpec) -> None:
-        """Refuse (422) memory below the image's minimum on every node that has the image:
-        such a guest could never boot. Nodes report `image.<name>.min_memory_mb`."""
-        minimum = await self.store.image_min_memory(spec.task.image)
-        if minimum is not None and spec.task.memory_mb < minimum:
-            raise InvalidSpec(
-                f"task.memory_mb {spec.task.memory_mb} is below image {spec.task.image!r}'s "
-                f"minimum of {minimum} MiB",
-                errors=[{"field": "task.memory_mb", "message": f"must be >= {minimum}"}],
-            )
 
     async def stop_job(self, job_id: str) -> tuple[Job, Evaluation | None]:
         job, ev = await self.store.stop_job(job_id)

@@ -59,8 +59,24 @@ class Database:
             timeout=self.timeout_s,
             command_timeout=self.timeout_s * 6,
             init=_init_connection,
-            max_inactive_connection_lifetime=60,
+            # Idle connections stay open: a new one costs a TCP and SCRAM handshake plus the
+            # codec set-up, which under a burst of requests queues everything behind it.
+            max_inactive_connection_lifetime=0,
         )
+
+    async def warm(self, connections: int) -> None:
+        """Open `connections` pooled connections now (once Postgres is reachable), so the
+        first burst of requests does not pay for opening them."""
+        if self._pool is None:
+            return
+        held = []
+        try:
+            for _ in range(connections):
+                held.append(await self._pool.acquire(timeout=self.timeout_s))
+        except _UNAVAILABLE as exc:  # opened on demand later, as usual
+            log.warning("store.warm_failed %s: %s", type(exc).__name__, exc)
+        for conn in held:
+            await self._pool.release(conn)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-from mxvm.errors import Conflict, NotFound
+from mxvm.errors import Conflict, InvalidSpec, NotFound
 from mxvm.models import EvalTrigger, Evaluation, Job, JobSpec, JobStatus, JobType
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
@@ -29,6 +29,8 @@ def derive_status(
 
 class JobStore(StoreBase):
     async def create_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
+        """Insert the job and its first evaluation, unless its memory is below the minimum
+        that nodes report for its image (InvalidSpec: such a guest could never boot)."""
         job_id, eval_id = str(uuid.uuid4()), str(uuid.uuid4())
         try:
             row = await self.db.fetchrow(
@@ -39,12 +41,21 @@ class JobStore(StoreBase):
                 spec.priority,
                 spec.model_dump(mode="json"),
                 eval_id,
+                f"image.{spec.task.image}.min_memory_mb",
+                spec.task.memory_mb,
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(
                 f"a job named {spec.name!r} is already live; stop it first", name=spec.name
             ) from exc
         assert row is not None
+        if row["id"] is None:
+            minimum = row["image_min_memory"]
+            raise InvalidSpec(
+                f"task.memory_mb {spec.task.memory_mb} is below image {spec.task.image!r}'s "
+                f"minimum of {minimum} MiB",
+                errors=[{"field": "task.memory_mb", "message": f"must be >= {minimum}"}],
+            )
         ev = Evaluation(
             id=eval_id,
             job_id=job_id,

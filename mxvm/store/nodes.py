@@ -141,11 +141,6 @@ class NodeStore(StoreBase):
             raise NotFound(f"node {node_id} not found")
         return int(idx)
 
-    async def image_min_memory(self, image: str) -> int | None:
-        """The lowest minimum memory any node reports for `image`; None if none has it."""
-        value = await self.db.fetchval(q("nodes_image_min_memory"), f"image.{image}.min_memory_mb")
-        return None if value is None else int(value)
-
     async def status_counts(self) -> dict[str, dict[str, int]]:
         """{"nodes": {status: n}, "jobs": {status: n}} without loading the records."""
         out: dict[str, dict[str, int]] = {"nodes": {}, "jobs": {}}

@@ -1,18 +1,24 @@
 -- name: job_submit
 -- The job, its first evaluation and the evaluator's wake-up in one statement (one round trip;
--- a statement is atomic, and the evaluation's foreign key is checked at its end).
-WITH job AS (
+-- a statement is atomic, and the evaluation's foreign key is checked at its end). Nothing is
+-- inserted when the task's memory ($8) is below the image's minimum that nodes report
+-- (attribute $7); the row returned then carries that minimum and no job.
+WITH minimum AS (
+    SELECT min((attributes ->> $7)::int) AS mb FROM nodes WHERE attributes ? $7
+), job AS (
     INSERT INTO jobs (id, name, type, priority, spec, status)
-    VALUES ($1, $2, $3, $4, $5, 'pending')
+    SELECT $1, $2, $3, $4, $5, 'pending' FROM minimum
+    WHERE minimum.mb IS NULL OR $8 >= minimum.mb
     RETURNING *
 ), ev AS (
     INSERT INTO evaluations (id, job_id, trigger, status)
     SELECT $6, job.id, 'job-register', 'pending' FROM job
     RETURNING created_at, modified_at
 )
-SELECT job.*, ev.created_at AS eval_created_at, ev.modified_at AS eval_modified_at,
-       pg_notify('mxvm_eval', '') AS notified
-FROM job, ev;
+SELECT minimum.mb AS image_min_memory, job.*,
+       ev.created_at AS eval_created_at, ev.modified_at AS eval_modified_at,
+       CASE WHEN job.id IS NOT NULL THEN pg_notify('mxvm_eval', '') END AS notified
+FROM minimum LEFT JOIN job ON true LEFT JOIN ev ON true;
 
 -- name: job_get
 SELECT * FROM jobs WHERE id = $1;

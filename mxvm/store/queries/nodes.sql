@@ -99,10 +99,6 @@ FROM unnest(
 -- name: node_agent_endpoint
 SELECT agent_url, agent_secret FROM nodes WHERE id = $1;
 
--- name: nodes_image_min_memory
--- The smallest minimum memory any node reports for an image (attribute image.<name>.min_memory_mb).
-SELECT min((attributes ->> $1)::int) FROM nodes WHERE attributes ? $1;
-
 -- name: node_devices_for_update
 SELECT devices FROM nodes WHERE id = $1 FOR UPDATE;
 
