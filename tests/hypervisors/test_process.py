@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mxvm.hypervisors.qemu import process
+from mxvm.hypervisors import process
 from mxvm.hypervisors.qemu.state import VmRecord, exit_status, halted_reason, load_record
 
 

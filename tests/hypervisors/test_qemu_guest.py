@@ -12,8 +12,8 @@ import pytest
 from mxvm.guest.client import GuestClient
 from mxvm.guest.protocol import PORT_NAME
 from mxvm.hypervisors import VmSpec, VmState
+from mxvm.hypervisors import process as proc
 from mxvm.hypervisors.qemu import QemuDriver
-from mxvm.hypervisors.qemu import process as proc
 from mxvm.hypervisors.qemu.argv import DEFAULT_GUEST_PORT
 
 from .conftest import DevImage

@@ -15,8 +15,8 @@ import pytest
 
 from mxvm.errors import InvalidState
 from mxvm.hypervisors import DriverError, ImageError, VmHandle, VmSpec, VmState
+from mxvm.hypervisors import process as proc
 from mxvm.hypervisors.qemu import QemuDriver
-from mxvm.hypervisors.qemu import process as proc
 
 from .initramfs import build_initramfs
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mxvm.errors import InvalidState
+from mxvm.hypervisors import process
 from mxvm.hypervisors.base import Capabilities, DriverError, VmHandle, VmSpec, VmState, VmStatus
 from mxvm.hypervisors.cloud_hypervisor.api import ChvClient, ChvConnectionError, ChvNotFound
 from mxvm.hypervisors.cloud_hypervisor.argv import API_SOCKET, VMM_LOG, build_argv, build_vm_config
@@ -33,7 +34,6 @@ from mxvm.hypervisors.cloud_hypervisor.state import (
     save_record,
 )
 from mxvm.hypervisors.images import check_images
-from mxvm.hypervisors.qemu import process
 from mxvm.hypervisors.qemu.kvm_probe import probe_ioctl
 from mxvm.hypervisors.qemu.state import console_tail
 

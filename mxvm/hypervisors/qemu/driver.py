@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from mxvm.errors import InvalidState
+from mxvm.hypervisors import process
 from mxvm.hypervisors.base import (
     Capabilities,
     DriverError,
@@ -29,7 +30,6 @@ from mxvm.hypervisors.base import (
     VmStatus,
 )
 from mxvm.hypervisors.images import check_images
-from mxvm.hypervisors.qemu import process
 from mxvm.hypervisors.qemu.argv import DEFAULT_GUEST_PORT, Accel, build_argv
 from mxvm.hypervisors.qemu.kvm_probe import probe_kvm
 from mxvm.hypervisors.qemu.qmp import QmpClient, QmpStatus

@@ -22,10 +22,10 @@ from mxvm.hypervisors import (
     VmState,
     get_driver,
     known_drivers,
+    process,
 )
 from mxvm.hypervisors.cloud_hypervisor import CloudHypervisorDriver
 from mxvm.hypervisors.cloud_hypervisor.api import ChvClient, ChvServerError
-from mxvm.hypervisors.qemu import process
 from mxvm.hypervisors.qemu.kvm_probe import probe_ioctl
 
 WAIT_S = 20
