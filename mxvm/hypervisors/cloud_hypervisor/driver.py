@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mxvm.errors import InvalidState
 from mxvm.hypervisors import process
 from mxvm.hypervisors.base import Capabilities, DriverError, VmHandle, VmSpec, VmState, VmStatus
 from mxvm.hypervisors.cloud_hypervisor.api import ChvClient, ChvConnectionError, ChvNotFound
@@ -36,13 +35,13 @@ from mxvm.hypervisors.cloud_hypervisor.state import (
 from mxvm.hypervisors.images import check_images
 from mxvm.hypervisors.qemu.kvm_probe import probe_ioctl
 from mxvm.hypervisors.qemu.state import console_tail
+from mxvm.hypervisors.vmm_process import VmmProcesses
 
 log = logging.getLogger(__name__)
 
 NAME = "cloud-hypervisor"
 VMM_STDERR = "vmm.stderr"
 _RUN_FILES = (API_SOCKET, f"{API_SOCKET}.lock", "guest.sock", "vm.json", "console.log")
-_PANIC_CHECK_S = 2.0
 _REAP_S = 2.0
 _VM_STATES: dict[VmStateName, VmState] = {
     "Running": VmState.RUNNING,
@@ -69,11 +68,19 @@ class CloudHypervisorDriver:
         self._binary = binary
         self._start_timeout_s = start_timeout_s
         self._api_timeout_s = api_timeout_s
-        self._kill_timeout_s = kill_timeout_s
         self._poll_s = poll_interval_s
         self._kvm: bool | None = None
         # VMMs this instance spawned: only for their exit status (a recovered one has none).
         self._children: dict[str, asyncio.subprocess.Process] = {}
+        self._vmm = VmmProcesses(
+            driver=NAME,
+            vmm="cloud-hypervisor",
+            load=load_record,
+            is_ours=_is_ours,
+            log=log,
+            kill_timeout_s=kill_timeout_s,
+            poll_s=poll_interval_s,
+        )
 
     @property
     def name(self) -> str:
@@ -93,7 +100,7 @@ class CloudHypervisorDriver:
         binary = shutil.which(self._binary)
         if binary is None:
             raise DriverError(f"{self._binary} is not installed (not found on PATH)")
-        self._prepare_run_dir(spec)
+        self._vmm.prepare_run_dir(spec, (*_RUN_FILES, VMM_LOG, VMM_STDERR))
         argv = build_argv(spec, binary=binary)
         proc = await self._spawn(spec, argv)
         record = ChvRecord(
@@ -115,14 +122,6 @@ class CloudHypervisorDriver:
             raise
         log.info("vm.started alloc=%s pid=%d", spec.alloc_id, proc.pid)
         return handle
-
-    def _prepare_run_dir(self, spec: VmSpec) -> None:
-        spec.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        old = load_record(spec.run_dir)
-        if old is not None and _is_ours(old):
-            raise InvalidState(f"allocation {spec.alloc_id} already has a VM (pid {old.pid})")
-        for name in (*_RUN_FILES, VMM_LOG, VMM_STDERR):
-            (spec.run_dir / name).unlink(missing_ok=True)
 
     async def _spawn(self, spec: VmSpec, argv: list[str]) -> asyncio.subprocess.Process:
         try:
@@ -166,7 +165,7 @@ class CloudHypervisorDriver:
             record.killed = True
             save_record(handle.run_dir, record)
         with contextlib.suppress(DriverError):
-            await self._kill(handle)
+            await self._vmm.kill(handle)
         await self._exit_code(handle)  # reap it now
         log.warning("vm.start_failed alloc=%s pid=%d", handle.alloc_id, handle.pid)
 
@@ -177,23 +176,10 @@ class CloudHypervisorDriver:
     # -- recover, inspect, wait ----------------------------------------------------------
 
     async def recover(self, alloc_id: str, run_dir: Path) -> VmHandle | None:
-        record = load_record(run_dir)
-        if record is None or record.alloc_id != alloc_id:
-            return None
-        if not _is_ours(record):
-            log.info("vm.recover_gone alloc=%s pid=%d", alloc_id, record.pid)
-            return None
-        handle = VmHandle(alloc_id=alloc_id, driver=NAME, pid=record.pid, run_dir=run_dir)
-        await self._wait_ping(handle, self._api_timeout_s)  # alive but mute: DriverError
-        log.info("vm.recovered alloc=%s pid=%d", alloc_id, record.pid)
-        return handle
+        return await self._vmm.recover(alloc_id, run_dir, self._ping)
 
-    def _running(self, handle: VmHandle) -> ChvRecord | None:
-        """The record, while the handle's VMM still runs; None once it has ended."""
-        record = load_record(handle.run_dir)
-        if record is None or record.pid != handle.pid:
-            return None
-        return record if _is_ours(record) else None
+    async def _ping(self, handle: VmHandle) -> None:
+        await self._wait_ping(handle, self._api_timeout_s)
 
     async def _exit_code(self, handle: VmHandle) -> int | None:
         proc = self._children.get(handle.alloc_id)
@@ -208,14 +194,12 @@ class CloudHypervisorDriver:
             return None
 
     async def _ended(self, handle: VmHandle) -> VmStatus:
-        record = load_record(handle.run_dir)
-        if record is not None and record.pid != handle.pid:
-            record = None
+        record = self._vmm.record(handle)
         code = await self._exit_code(handle)
         return exit_status(record, handle.run_dir / "console.log", code)
 
     async def inspect(self, handle: VmHandle) -> VmStatus:
-        if self._running(handle) is None:
+        if self._vmm.running(handle) is None:
             return await self._ended(handle)
         panic = panic_reason(handle.run_dir / "console.log")
         if panic is not None:
@@ -233,27 +217,13 @@ class CloudHypervisorDriver:
 
     async def wait(self, handle: VmHandle) -> VmStatus:
         """Until the VMM exits, or the guest kernel panics (CH idles on forever then)."""
-        status: VmStatus | None = None
-        while status is None and self._running(handle) is not None:
-            if await process.wait_exit_for(handle.pid, _PANIC_CHECK_S, poll_s=self._poll_s):
-                break
-            panic = panic_reason(handle.run_dir / "console.log")
-            if panic is not None:
-                status = VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=panic)
-        status = status or await self._ended(handle)
-        log.info(
-            "vm.ended alloc=%s state=%s reason=%s",
-            handle.alloc_id,
-            status.state.value,
-            status.reason,
-        )
-        return status
+        return await self._vmm.wait(handle, crash_reason=panic_reason, ended=self._ended)
 
     # -- stop, destroy -------------------------------------------------------------------
 
     async def stop(self, handle: VmHandle, grace_s: float) -> VmStatus:
         """Power button; after `grace_s` vm.shutdown + vmm.shutdown; then SIGKILL."""
-        record = self._running(handle)
+        record = self._vmm.running(handle)
         if record is None:
             return await self._ended(handle)
         record.stop_requested = True
@@ -270,7 +240,7 @@ class CloudHypervisorDriver:
             record.killed = True
             save_record(handle.run_dir, record)
             log.info("vm.kill alloc=%s pid=%d", handle.alloc_id, handle.pid)
-            await self._kill(handle)
+            await self._vmm.kill(handle)
         return await self._ended(handle)
 
     async def _wait_stopped(self, handle: VmHandle, grace_s: float) -> bool:
@@ -298,21 +268,12 @@ class CloudHypervisorDriver:
         except DriverError as exc:
             log.warning("vm.api_failed alloc=%s error=%s", handle.alloc_id, exc.detail)
 
-    async def _kill(self, handle: VmHandle) -> None:
-        process.kill(handle.pid)
-        if not await process.wait_exit_for(handle.pid, self._kill_timeout_s, poll_s=self._poll_s):
-            raise DriverError(
-                f"cloud-hypervisor pid {handle.pid} survived SIGKILL for {self._kill_timeout_s}s"
-            )
-
     async def destroy(self, handle: VmHandle) -> None:
-        if self._running(handle) is not None:
-            await self._kill(handle)
-        await self._exit_code(handle)
+        await self._vmm.destroy(handle, self._forget)
+
+    async def _forget(self, handle: VmHandle) -> None:
+        await self._exit_code(handle)  # reap it
         self._children.pop(handle.alloc_id, None)
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(handle.run_dir)
-        log.info("vm.destroyed alloc=%s pid=%d", handle.alloc_id, handle.pid)
 
 
 def _is_ours(record: ChvRecord) -> bool:

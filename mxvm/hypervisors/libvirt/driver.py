@@ -54,6 +54,7 @@ from mxvm.hypervisors.qemu.argv import DEFAULT_GUEST_PORT
 from mxvm.hypervisors.qemu.driver import detect_host_mhz
 from mxvm.hypervisors.qemu.kvm_probe import probe_kvm
 from mxvm.hypervisors.qemu.state import halted_reason
+from mxvm.hypervisors.vmm_process import handle_record, log_ended
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,7 @@ class LibvirtDriver:
 
     async def _ended(self, handle: VmHandle) -> VmStatus:
         info = await self._lookup(handle.alloc_id)
-        record = load_record(handle.run_dir)
-        if record is not None and record.pid != handle.pid:
-            record = None
+        record = handle_record(handle, load_record)
         if info is not None and record is not None and info.uuid != record.uuid:
             info = None  # a later definition under the same name: not this VM's verdict
         return ended_status(record, info, handle.run_dir / "console.log")
@@ -249,12 +248,7 @@ class LibvirtDriver:
             if status.state is not VmState.RUNNING:
                 break
             await asyncio.sleep(self._poll_s)
-        log.info(
-            "vm.ended alloc=%s state=%s reason=%s",
-            handle.alloc_id,
-            status.state.value,
-            status.reason,
-        )
+        log_ended(log, handle, status)
         return status
 
     # -- stop, destroy -------------------------------------------------------------------

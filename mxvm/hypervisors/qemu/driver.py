@@ -14,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from mxvm.errors import InvalidState
 from mxvm.hypervisors import process
 from mxvm.hypervisors.base import (
     Capabilities,
@@ -40,12 +38,12 @@ from mxvm.hypervisors.qemu.state import (
     load_record,
     save_record,
 )
+from mxvm.hypervisors.vmm_process import VmmProcesses
 
 log = logging.getLogger(__name__)
 
 NAME = "qemu"
 _RUN_FILES = ("qmp.sock", "guest.sock", "vmm.pid", "vm.json")
-_HALT_CHECK_S = 2.0
 _CRASHED_RUNSTATES = frozenset({"guest-panicked", "internal-error", "io-error"})
 
 
@@ -81,13 +79,21 @@ class QemuDriver:
         self._host_mhz = host_mhz or detect_host_mhz()
         self._start_timeout_s = start_timeout_s
         self._qmp_timeout_s = qmp_timeout_s
-        self._kill_timeout_s = kill_timeout_s
         self._poll_s = poll_interval_s
         self._kvm_probe_timeout_s = kvm_probe_timeout_s
         self._accel: Accel | None = None if accel == "auto" else accel
         self._probe_lock = asyncio.Lock()
         self._qmp_locks: dict[str, asyncio.Lock] = {}
         self._start_locks: dict[str, asyncio.Lock] = {}
+        self._vmm = VmmProcesses(
+            driver=NAME,
+            vmm="QEMU",
+            load=load_record,
+            is_ours=_is_ours,
+            log=log,
+            kill_timeout_s=kill_timeout_s,
+            poll_s=poll_interval_s,
+        )
 
     @property
     def name(self) -> str:
@@ -120,7 +126,7 @@ class QemuDriver:
             return await self._start(spec, accel)
 
     async def _start(self, spec: VmSpec, accel: Accel) -> VmHandle:
-        self._prepare_run_dir(spec)
+        self._vmm.prepare_run_dir(spec, _RUN_FILES)
         argv = build_argv(
             spec,
             accel=accel,
@@ -141,14 +147,6 @@ class QemuDriver:
             raise
         log.info("vm.started alloc=%s pid=%d accel=%s", spec.alloc_id, pid, accel)
         return handle
-
-    def _prepare_run_dir(self, spec: VmSpec) -> None:
-        spec.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        old = load_record(spec.run_dir)
-        if old is not None and process.is_our_process(old.pid, old.argv):
-            raise InvalidState(f"allocation {spec.alloc_id} already has a VM (pid {old.pid})")
-        for name in _RUN_FILES:
-            (spec.run_dir / name).unlink(missing_ok=True)
 
     async def _spawn(self, spec: VmSpec, argv: list[str]) -> int:
         """Run QEMU; with -daemonize its first process exits once the VM is set up."""
@@ -212,33 +210,14 @@ class QemuDriver:
     # -- recover, inspect, wait ----------------------------------------------------------
 
     async def recover(self, alloc_id: str, run_dir: Path) -> VmHandle | None:
-        record = load_record(run_dir)
-        if record is None or record.alloc_id != alloc_id:
-            return None
-        if not process.is_our_process(record.pid, record.argv):
-            log.info("vm.recover_gone alloc=%s pid=%d", alloc_id, record.pid)
-            return None
-        handle = VmHandle(alloc_id=alloc_id, driver=NAME, pid=record.pid, run_dir=run_dir)
-        await self._query(handle)  # raises DriverError: alive but not answering
-        log.info("vm.recovered alloc=%s pid=%d", alloc_id, record.pid)
-        return handle
+        return await self._vmm.recover(alloc_id, run_dir, self._query)
 
-    def _running(self, handle: VmHandle) -> VmRecord | None:
-        """The record, when the handle's QEMU still runs; None when it has ended."""
-        record = load_record(handle.run_dir)
-        if record is None or record.pid != handle.pid:
-            return None
-        return record if process.is_our_process(record.pid, record.argv) else None
-
-    def _ended(self, handle: VmHandle) -> VmStatus:
-        record = load_record(handle.run_dir)
-        if record is not None and record.pid != handle.pid:
-            record = None
-        return exit_status(record, handle.run_dir / "console.log")
+    async def _ended(self, handle: VmHandle) -> VmStatus:
+        return exit_status(self._vmm.record(handle), handle.run_dir / "console.log")
 
     async def inspect(self, handle: VmHandle) -> VmStatus:
-        if self._running(handle) is None:
-            return self._ended(handle)
+        if self._vmm.running(handle) is None:
+            return await self._ended(handle)
         halted = halted_reason(handle.run_dir / "console.log")
         if halted is not None:
             return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=halted)
@@ -246,7 +225,7 @@ class QemuDriver:
             status = await self._query(handle)
         except DriverError as exc:
             if not process.is_alive(handle.pid):
-                return self._ended(handle)
+                return await self._ended(handle)
             return VmStatus(state=VmState.UNKNOWN, pid=handle.pid, reason=exc.detail)
         if status.status in _CRASHED_RUNSTATES:
             return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=status.status)
@@ -254,28 +233,14 @@ class QemuDriver:
 
     async def wait(self, handle: VmHandle) -> VmStatus:
         """Until QEMU exits, or the guest kernel halts in boot (QEMU idles on forever then)."""
-        status: VmStatus | None = None
-        while status is None and self._running(handle) is not None:
-            if await process.wait_exit_for(handle.pid, _HALT_CHECK_S, poll_s=self._poll_s):
-                break
-            halted = halted_reason(handle.run_dir / "console.log")
-            if halted is not None:
-                status = VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=halted)
-        status = status or self._ended(handle)
-        log.info(
-            "vm.ended alloc=%s state=%s reason=%s",
-            handle.alloc_id,
-            status.state.value,
-            status.reason,
-        )
-        return status
+        return await self._vmm.wait(handle, crash_reason=halted_reason, ended=self._ended)
 
     # -- stop, destroy -------------------------------------------------------------------
 
     async def stop(self, handle: VmHandle, grace_s: float) -> VmStatus:
-        record = self._running(handle)
+        record = self._vmm.running(handle)
         if record is None:
-            return self._ended(handle)
+            return await self._ended(handle)
         record.stop_requested = True
         save_record(handle.run_dir, record)
         sock = handle.run_dir / "qmp.sock"
@@ -288,19 +253,16 @@ class QemuDriver:
             record.killed = True
             save_record(handle.run_dir, record)
             log.info("vm.kill_after_grace alloc=%s grace_s=%s", handle.alloc_id, grace_s)
-            await self._kill(handle)
-        return self._ended(handle)
-
-    async def _kill(self, handle: VmHandle) -> None:
-        process.kill(handle.pid)
-        if not await process.wait_exit_for(handle.pid, self._kill_timeout_s, poll_s=self._poll_s):
-            raise DriverError(f"QEMU pid {handle.pid} survived SIGKILL for {self._kill_timeout_s}s")
+            await self._vmm.kill(handle)
+        return await self._ended(handle)
 
     async def destroy(self, handle: VmHandle) -> None:
-        if self._running(handle) is not None:
-            await self._kill(handle)
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(handle.run_dir)
+        await self._vmm.destroy(handle, self._forget)
+
+    async def _forget(self, handle: VmHandle) -> None:
         self._qmp_locks.pop(handle.alloc_id, None)
         self._start_locks.pop(handle.alloc_id, None)
-        log.info("vm.destroyed alloc=%s pid=%d", handle.alloc_id, handle.pid)
+
+
+def _is_ours(record: VmRecord) -> bool:
+    return process.is_our_process(record.pid, record.argv)
