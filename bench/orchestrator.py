@@ -58,18 +58,27 @@ def _tmp() -> Path:
 
 
 @contextlib.asynccontextmanager
-async def cluster(port: int) -> AsyncIterator[Cluster]:
+async def cluster(port: int, *, leader_apart: bool = False) -> AsyncIterator[Cluster]:
     """Postgres, Redis and a `mxvm coordinator` process of their own (as in production, the
-    coordinator does not share an event loop with the agent or the client)."""
+    coordinator does not share an event loop with the agent or the client). `leader_apart`:
+    that coordinator serves the API only, and a second one (on port + 10) leads."""
     tmp = _tmp()
     pg, rd = EmbeddedPostgres(tmp / "pg"), EmbeddedRedis(tmp / "redis")
     env = {**os.environ, "MXVM_DATABASE_URL": await pg.start(), "MXVM_REDIS_URL": await rd.start(),
            "MXVM_LISTEN": f"127.0.0.1:{port}", "MXVM_ADMIN_TOKEN": ADMIN,
            "MXVM_AGENT_TOKENS": AGENT, "MXVM_NODE_SUBNET_POOL": "10.214.0.0/16",
            "MXVM_LOG_LEVEL": "WARNING"}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mxvm", "coordinator", env=env
-    )
+    env["MXVM_LEADER"] = "false" if leader_apart else "true"
+    procs = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "mxvm", "coordinator", env=env)
+    ]
+    if leader_apart:
+        env2 = {**env, "MXVM_LISTEN": f"127.0.0.1:{port + 10}", "MXVM_LEADER": "true"}
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mxvm", "coordinator", env=env2
+            )
+        )
     try:
         async with ApiClient(f"http://127.0.0.1:{port}", ADMIN) as api:
             for _ in range(300):
@@ -79,8 +88,9 @@ async def cluster(port: int) -> AsyncIterator[Cluster]:
                 await asyncio.sleep(0.1)
             yield Cluster(api, f"http://127.0.0.1:{port}", tmp)
     finally:
-        proc.terminate()
-        await proc.wait()
+        for proc in procs:
+            proc.terminate()
+            await proc.wait()
         await rd.stop()
         await pg.stop()
 
@@ -163,8 +173,8 @@ async def _burst(c: Cluster, fake: TimedFake, n: int) -> list[float]:
     ]
 
 
-async def latency(n: int) -> None:
-    async with cluster(18480) as c:
+async def latency(n: int, leader_apart: bool = False) -> None:
+    async with cluster(18480, leader_apart=leader_apart) as c:
         images = c.tmp / "images" / "default"
         images.mkdir(parents=True)
         (images / "manifest.json").write_text('{"kernel": "vmlinuz", "min_memory_mb": 128}')
@@ -258,9 +268,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("what", choices=["latency", "overhead", "rss"])
     p.add_argument("-n", type=int, default=None, help="submits / runs / VMs")
+    p.add_argument(
+        "--leader-apart",
+        action="store_true",
+        help="latency: an API-only coordinator in front, the leader in a process of its own",
+    )
     args = p.parse_args(argv)
     if args.what == "latency":
-        asyncio.run(latency(args.n or 50))
+        asyncio.run(latency(args.n or 50, args.leader_apart))
     elif args.what == "overhead":
         asyncio.run(overhead(args.n or 10))
     else:

@@ -81,6 +81,11 @@ class CoordinatorSettings(_FromEnvAndFile):
     state_dir: Path = Field(default_factory=default_state_dir)
     coordinator_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     leader_ttl_s: float = Field(default=10.0, gt=0)
+    leader: bool = Field(
+        default=True,
+        description="stand for leader (run the evaluator and reaper when elected); false "
+        "makes an API-only coordinator, e.g. to keep request handling off the leader's loop",
+    )
     heartbeat_ttl_s: float = Field(default=15.0, gt=0)
     eval_poll_interval_s: float = Field(default=2.0, gt=0)
     node_subnet_pool: str = Field(

@@ -86,6 +86,7 @@ def settings_for(db: str, redis: str, **kw: Any) -> CoordinatorSettings:
 
 @contextlib.asynccontextmanager
 async def running(settings: CoordinatorSettings) -> AsyncIterator[Api]:
+    """The coordinator serving; once it leads, unless it does not stand (settings.leader)."""
     stop = asyncio.Event()
     ready = asyncio.Event()
     async with open_coordinator(settings) as coord:
@@ -95,7 +96,7 @@ async def running(settings: CoordinatorSettings) -> AsyncIterator[Api]:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
                 # Wait until this coordinator leads, so evaluations get processed.
                 async with asyncio.timeout(10):
-                    while coord.leader_epoch is None:
+                    while settings.leader and coord.leader_epoch is None:
                         await asyncio.sleep(0.05)
                 yield Api(f"http://{settings.listen}", coord, session)
         finally:

@@ -1,5 +1,5 @@
 """The coordinator: API-facing operations (service), leader election and the leader-only
-loops (evaluator: the only caller of store.apply_plan; reaper: node loss)."""
+loops (evaluator: the only caller of store.apply_plans; reaper: node loss)."""
 
 from mxvm.coordinator.service import Coordinator
 from mxvm.coordinator.watch import NodeWatch

@@ -31,6 +31,10 @@ class LeaderLoop:
         self.settings = coord.settings
 
     async def run(self, stop: asyncio.Event) -> None:
+        if not self.settings.leader:
+            log.info("leader.not_standing (API-only coordinator)")
+            await stop.wait()
+            return
         while not stop.is_set():
             lease = await self._try_acquire()
             if lease is not None:
@@ -103,6 +107,8 @@ class LeaderLoop:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.heartbeat_ttl_s / 3)
+            if stop.is_set():
+                return
             try:
                 if await reaper.run_once():
                     self.coord.watch.wake_evaluator()

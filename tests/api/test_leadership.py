@@ -66,3 +66,20 @@ async def test_a_lost_node_is_marked_down_and_its_allocations_replaced(
             assert (await api.ok("GET", f"/api/v1/nodes/{survivor['id']}"))["status"] == "ready"
         finally:
             beat.cancel()
+
+
+async def test_an_api_only_coordinator_serves_but_never_leads(pg_dsn: str, redis_url: str) -> None:
+    api_only = settings_for(pg_dsn, redis_url, coordinator_id="coord-api", leader=False)
+    async with running(api_only) as b:
+        async with running(settings_for(pg_dsn, redis_url, coordinator_id="coord-lead")):
+            # Everything goes through the API-only one; the other places the job.
+            await b.register("n1")
+            spec = {"name": "w", "type": "service", "task": {"driver": "fake", "argv": ["x"]}}
+            out = await b.ok("POST", "/api/v1/jobs", json=spec)
+            assert (await b.wait_eval(out["evaluation"]["id"]))["status"] == "complete"
+            st = await b.ok("GET", "/api/v1/cluster/status")
+            assert (st["leader"], st["is_leader"]) == ("coord-lead", False)
+        # The leader is gone; the API-only coordinator does not take over.
+        await asyncio.sleep(api_only.leader_ttl_s * 1.5)
+        assert b.coord.leader_epoch is None
+        assert (await b.ok("GET", "/api/v1/cluster/status"))["leader"] is None
