@@ -8,7 +8,6 @@ poll, so a lost notification only costs latency.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 
 from mxvm.models import NodeAllocations
@@ -47,14 +46,23 @@ class NodeWatch:
         ev = asyncio.Event()
         self._node_events[node_id].add(ev)
         try:
+            notified = False
             while True:
                 ev.clear()
-                current = await store.node_alloc_index(node_id)
-                remaining = deadline - loop.time()
-                if current > index or remaining <= 0:
+                if notified:  # most likely a change: read the answer straight away
+                    desired = await store.node_desired(node_id)
+                    if desired.index > index:
+                        return desired
+                elif await store.node_alloc_index(node_id) > index:
                     return await store.node_desired(node_id)
-                with contextlib.suppress(TimeoutError):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return await store.node_desired(node_id)
+                try:
                     await asyncio.wait_for(ev.wait(), min(remaining, POLL_FALLBACK_S))
+                    notified = True
+                except TimeoutError:
+                    notified = False
         finally:
             self._node_events[node_id].discard(ev)
             if not self._node_events[node_id]:
