@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mxvm.api.http import body, coordinator, reply
-from mxvm.models import EligibilityUpdate
+from mxvm.models import DrainUpdate, EligibilityUpdate
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -19,3 +19,8 @@ async def get_node(request: web.Request) -> web.Response:
 async def set_eligibility(request: web.Request) -> web.Response:
     update = await body(request, EligibilityUpdate)
     return reply(await coordinator(request).set_eligibility(request.match_info["id"], update))
+
+
+async def drain(request: web.Request) -> web.Response:
+    update = await body(request, DrainUpdate)
+    return reply(await coordinator(request).drain_node(request.match_info["id"], update))

@@ -15,6 +15,8 @@ from mxvm.models import (
     AllocReportResults,
     AllocStatusBatch,
     AllocStatusUpdate,
+    DrainResult,
+    DrainUpdate,
     EligibilityUpdate,
     Evaluation,
     ExecRequest,
@@ -79,6 +81,12 @@ ROUTES: list[Route] = [
     Route("POST", f"{V1}/nodes/{{id}}/eligibility", nodes.set_eligibility, "set_eligibility",
           "Mark a node eligible or ineligible for new placements", request=EligibilityUpdate,
           response=Node),
+    Route("POST", f"{V1}/nodes/{{id}}/drain", nodes.drain, "drain_node",
+          "Drain a node: mark it ineligible, stop its allocations (system jobs' too unless "
+          "ignore_system_jobs) and queue evaluations that place them on other nodes; the drain "
+          "flag clears once nothing it stopped is live. enable=false cancels the drain; the "
+          "node stays ineligible until it is made eligible again", request=DrainUpdate,
+          response=DrainResult),
     Route("POST", f"{V1}/agent/register", agent.register, "agent_register",
           "Register a node (agent)", Scope.AGENT, request=NodeRegistration, response=Registered),
     Route("POST", f"{V1}/agent/nodes/{{id}}/heartbeat", agent.heartbeat, "agent_heartbeat",

@@ -22,6 +22,8 @@ from mxvm.models import (
     AllocStatusUpdate,
     ClientStatus,
     Device,
+    DrainResult,
+    DrainUpdate,
     Eligibility,
     EligibilityUpdate,
     EvalTrigger,
@@ -100,6 +102,27 @@ class Coordinator:
             await self._capacity_changed(node_id=node_id)
         return node
 
+    async def drain_node(self, node_id: str, update: DrainUpdate) -> DrainResult:
+        """Start draining a node (ineligible; its allocations stopped, one evaluation per
+        affected job to place them elsewhere), or cancel the drain (it stays ineligible)."""
+        drained = await self.store.drain_node(
+            node_id, enable=update.enable, ignore_system_jobs=update.ignore_system_jobs
+        )
+        log.info(
+            "node.drain %s enable=%s stopped=%d",
+            node_id,
+            update.enable,
+            len(drained.stopped),
+            extra={"node_id": node_id, "stopped": [a for a, _ in drained.stopped]},
+        )
+        if drained.evaluations:
+            self.watch.wake_evaluator()
+        return DrainResult(
+            node=drained.node,
+            stopped=[alloc_id for alloc_id, _ in drained.stopped],
+            evaluations=drained.evaluations,
+        )
+
     async def report_devices(self, node_id: str, devices: list[Device]) -> Node:
         """An agent's fresh view of its devices (health from NVML and sysfs).
 
@@ -170,6 +193,8 @@ class Coordinator:
                     for a in applied.ended
                 ]
             )
+            for done in await self.store.complete_drains([node_id]):
+                log.info("node.drain_complete %s", done, extra={"node_id": done})
             await self._capacity_changed()
         return applied
 

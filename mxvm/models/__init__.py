@@ -38,6 +38,8 @@ from mxvm.models.job import (
 )
 from mxvm.models.node import (
     Device,
+    DrainResult,
+    DrainUpdate,
     Eligibility,
     EligibilityUpdate,
     Node,
@@ -68,6 +70,8 @@ __all__ = [
     "DesiredStatus",
     "Device",
     "DeviceRequest",
+    "DrainResult",
+    "DrainUpdate",
     "Eligibility",
     "EligibilityUpdate",
     "EvalOutcome",

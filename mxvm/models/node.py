@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mxvm.models.evaluation import Evaluation
 from mxvm.models.resources import Resources
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$")
@@ -70,6 +71,9 @@ class Node(NodeRegistration):
     id: str
     status: NodeStatus = NodeStatus.INITIALIZING
     eligibility: Eligibility = Eligibility.ELIGIBLE
+    drain: bool = Field(
+        default=False, description="draining: its allocations are being moved elsewhere"
+    )
     subnet: str | None = None
     last_heartbeat: datetime | None = None
     created_at: datetime | None = None
@@ -97,3 +101,25 @@ class EligibilityUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     eligibility: Eligibility
+
+
+class DrainUpdate(BaseModel):
+    """Start or cancel draining a node. Strict: `"true"` or `1` is not a boolean here."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enable: bool = Field(description="true: drain the node; false: cancel draining")
+    ignore_system_jobs: bool = Field(
+        default=False, description="leave system and sysbatch jobs' allocations running"
+    )
+
+
+class DrainResult(BaseModel):
+    """The node after the drain request, the allocations it stopped and the evaluations
+    (one per affected job) that place their replacements elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: Node
+    stopped: list[str] = Field(default_factory=list, description="allocation ids stopped")
+    evaluations: list[Evaluation] = Field(default_factory=list)

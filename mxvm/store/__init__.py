@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from mxvm.store.allocations import AllocationStore
 from mxvm.store.database import Database
+from mxvm.store.drain import DrainStore
 from mxvm.store.evaluations import EvaluationStore
 from mxvm.store.jobs import JobStore
 from mxvm.store.listen import listen
@@ -14,7 +15,9 @@ from mxvm.store.plans import PlanStore
 from mxvm.store.snapshot import SnapshotStore
 
 
-class Store(NodeStore, JobStore, AllocationStore, EvaluationStore, PlanStore, SnapshotStore):
+class Store(
+    NodeStore, JobStore, AllocationStore, EvaluationStore, PlanStore, SnapshotStore, DrainStore
+):
     @classmethod
     async def connect(cls, dsn: str, *, pool_max: int = 10, timeout_s: float = 5.0) -> Store:
         db = Database(dsn, pool_max=pool_max, timeout_s=timeout_s)

@@ -13,6 +13,7 @@ from mxvm.errors import Conflict, NotFound
 from mxvm.models import Device, Eligibility, Node, NodeRegistration
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
+from mxvm.store.drain import complete_drains
 from mxvm.store.queries import q
 
 
@@ -133,6 +134,8 @@ class NodeStore(StoreBase):
         async with self.db.transaction() as conn:
             down = [r["id"] for r in await conn.fetch(q("nodes_mark_down"), node_ids)]
             lost = await conn.fetch(q("allocs_mark_lost"), down) if down else []
+            if down:
+                await complete_drains(conn, down)  # nothing of theirs is live any more
         return down, {r["job_id"] for r in lost}
 
     async def node_alloc_index(self, node_id: str) -> int:
@@ -175,6 +178,7 @@ class NodeStore(StoreBase):
                 failed += [(r["id"], r["job_id"]) for r in recs]
             if failed:
                 await conn.execute(q("nodes_bump_index"), [node_id])  # the agent stops the VMs
+                await complete_drains(conn, [node_id])
         return rows.node(row), failed
 
 

@@ -25,6 +25,7 @@ def node(r: asyncpg.Record) -> Node:
         address=r["address"],
         status=r["status"],
         eligibility=r["eligibility"],
+        drain=r["drain"],
         resources=Resources(
             cpu_millicores=r["cpu_millicores"], memory_mb=r["memory_mb"], disk_mb=r["disk_mb"]
         ),

@@ -124,3 +124,42 @@ RETURNING id, job_id;
 SELECT 'nodes' AS kind, status, count(*) AS n FROM nodes GROUP BY status
 UNION ALL
 SELECT 'jobs' AS kind, status, count(*) AS n FROM jobs GROUP BY status;
+
+-- name: node_lock
+-- Serialises a drain with plans (which lock the node row too) and with drain completion.
+SELECT id FROM nodes WHERE id = $1 FOR UPDATE;
+
+-- name: allocs_stop_for_drain
+-- Every allocation on the node that should run, except system / sysbatch jobs' when $2: the
+-- agent stops them; the evaluations queued with this place replacements elsewhere.
+UPDATE allocations AS a
+SET desired_status = 'stop', desired_description = $3, modified_at = now()
+FROM jobs AS j
+WHERE a.node_id = $1 AND a.live AND a.desired_status = 'run' AND j.id = a.job_id
+  AND NOT ($2 AND j.type IN ('system', 'sysbatch'))
+RETURNING a.id, a.job_id;
+
+-- name: node_set_drain
+-- Enabling marks the node ineligible; draining stays on only while an allocation it stopped
+-- is still live (a node with nothing to move is drained at once). Disabling keeps the
+-- eligibility as it is.
+UPDATE nodes
+SET drain = $2 AND EXISTS (
+        SELECT 1 FROM allocations WHERE node_id = $1 AND live AND desired_status = 'stop'
+    ),
+    eligibility = CASE WHEN $2 THEN 'ineligible' ELSE eligibility END,
+    modified_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: nodes_lock_draining
+SELECT id FROM nodes WHERE id = ANY($1::text[]) AND drain ORDER BY id FOR UPDATE;
+
+-- name: nodes_drain_complete
+-- A separate statement after nodes_lock_draining, so it reads what a drain committed meanwhile.
+UPDATE nodes AS n SET drain = false, modified_at = now()
+WHERE n.id = ANY($1::text[]) AND n.drain AND NOT EXISTS (
+    SELECT 1 FROM allocations AS a
+    WHERE a.node_id = n.id AND a.live AND a.desired_status = 'stop'
+)
+RETURNING id;

@@ -1,0 +1,83 @@
+"""Node drain: stop what runs on a node so the scheduler places it elsewhere.
+
+Enabling a drain is one transaction: the node becomes ineligible and draining, its live
+allocations get desired STOP ("node drain"), its agent is woken, and each affected job gets a
+node-update evaluation. The drain is complete, and the flag cleared, once no allocation
+stopped on the node is live any more (system jobs' allocations left running by
+ignore_system_jobs do not hold it up).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from mxvm.errors import NotFound
+from mxvm.models import EvalTrigger, Evaluation, Node
+from mxvm.store import rows
+from mxvm.store.base import StoreBase
+from mxvm.store.database import Conn
+from mxvm.store.jobs import refresh_statuses
+from mxvm.store.queries import q
+
+DRAIN_DESCRIPTION = "node drain"
+
+
+class Drained(NamedTuple):
+    node: Node
+    stopped: list[tuple[str, str]]  # (allocation id, job id)
+    evaluations: list[Evaluation]
+
+
+async def complete_drains(conn: Conn, node_ids: Sequence[str]) -> list[str]:
+    """Clear the drain flag of those nodes that have nothing left to drain; their ids."""
+    locked = [r["id"] for r in await conn.fetch(q("nodes_lock_draining"), list(node_ids))]
+    if not locked:
+        return []
+    return [r["id"] for r in await conn.fetch(q("nodes_drain_complete"), locked)]
+
+
+async def _evaluate(conn: Conn, node_id: str, job_ids: list[str]) -> list[Evaluation]:
+    out: list[Evaluation] = []
+    for job_id in job_ids:
+        row = await conn.fetchrow(
+            q("eval_insert"),
+            str(uuid.uuid4()),
+            job_id,
+            EvalTrigger.NODE_UPDATE.value,
+            node_id,
+            None,
+        )
+        assert row is not None
+        out.append(rows.evaluation(row))
+    if out:
+        await conn.execute(q("evals_notify"))
+        await refresh_statuses(conn, job_ids)
+    return out
+
+
+class DrainStore(StoreBase):
+    async def drain_node(self, node_id: str, *, enable: bool, ignore_system_jobs: bool) -> Drained:
+        """Start (enable) or cancel a node's drain. Cancelling only clears the flag: the node
+        stays ineligible, and what was stopped stays stopped."""
+        async with self.db.transaction() as conn:
+            if await conn.fetchval(q("node_lock"), node_id) is None:
+                raise NotFound(f"node {node_id} not found")
+            stopped: list[tuple[str, str]] = []
+            if enable:
+                recs = await conn.fetch(
+                    q("allocs_stop_for_drain"), node_id, ignore_system_jobs, DRAIN_DESCRIPTION
+                )
+                stopped = [(r["id"], r["job_id"]) for r in recs]
+            if stopped:
+                await conn.execute(q("nodes_bump_index"), [node_id])  # the agent stops them
+            row = await conn.fetchrow(q("node_set_drain"), node_id, enable)
+            assert row is not None
+            evals = await _evaluate(conn, node_id, sorted({job_id for _, job_id in stopped}))
+        return Drained(rows.node(row), stopped, evals)
+
+    async def complete_drains(self, node_ids: Sequence[str]) -> list[str]:
+        """Nodes whose drain this finished (no allocation stopped on them is live any more)."""
+        async with self.db.transaction() as conn:
+            return await complete_drains(conn, node_ids)
