@@ -1,4 +1,4 @@
-"""`mxvm node ls|show|eligibility`."""
+"""`mxvm node ls|show|eligibility|drain`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ async def show(args: argparse.Namespace) -> int:
                 ("Address", node["address"]),
                 ("Status", node["status"]),
                 ("Eligibility", node["eligibility"]),
+                ("Drain", "draining" if node["drain"] else "no"),
                 ("Subnet", node["subnet"]),
                 ("Resources", _res(node["resources"])),
                 ("Reserved", _res(node["reserved"])),
@@ -72,4 +73,22 @@ async def eligibility(args: argparse.Namespace) -> int:
             f"/api/v1/nodes/{node_id}/eligibility", json={"eligibility": args.eligibility}
         )
     emit_json(node) if args.json else print(f"node {node['name']} is {node['eligibility']}")
+    return 0
+
+
+async def drain(args: argparse.Namespace) -> int:
+    body = {"enable": not args.disable, "ignore_system_jobs": args.ignore_system}
+    async with client_from(args) as client:
+        node_id = await resolve(client, "nodes", args.id)
+        out = await client.post(f"/api/v1/nodes/{node_id}/drain", json=body)
+    if args.json:
+        emit_json(out)
+        return 0
+    node = out["node"]
+    if args.disable:
+        print(f"node {node['name']}: drain cancelled; it stays {node['eligibility']}")
+        return 0
+    state = "draining" if node["drain"] else "drained"
+    print(f"node {node['name']} is {state} and {node['eligibility']}")
+    print(f"stopped {len(out['stopped'])} allocation(s); {len(out['evaluations'])} evaluation(s)")
     return 0

@@ -161,3 +161,23 @@ async def test_job_lifecycle_through_the_cli(up: dict[str, str], tmp_path: Path)
     assert "task.argv" in out.stderr and "task.memory_mb" in out.stderr
     assert "no job matches" in mxvm(up, "job", "status", "nope").stderr
     agent.cancel()
+
+
+async def test_node_drain_through_the_cli(up: dict[str, str]) -> None:
+    agent = asyncio.create_task(_register_and_heartbeat(up, "drain-node"))
+    try:
+        async with asyncio.timeout(30):
+            while not [n for n in json_of(up, "node", "ls") if n["name"] == "drain-node"]:
+                await asyncio.sleep(0.2)
+        out = json_of(up, "node", "drain", "drain-node", "--ignore-system")
+        # Nothing runs there: drained at once, and ineligible.
+        assert out["node"]["eligibility"] == "ineligible" and out["node"]["drain"] is False
+        assert out["stopped"] == [] and out["evaluations"] == []
+        cancelled = mxvm(up, "node", "drain", out["node"]["id"][:8], "--disable")
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert "drain cancelled; it stays ineligible" in cancelled.stdout
+        shown = mxvm(up, "node", "show", "drain-node").stdout
+        assert "Drain" in shown and "ineligible" in shown
+        assert "no node matches" in mxvm(up, "node", "drain", "nope").stderr
+    finally:
+        agent.cancel()
