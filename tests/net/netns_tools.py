@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,23 @@ print("attached", flush=True)
 sys.stdin.read()
 """
 _probe_result: str | None = None
+
+
+@contextlib.asynccontextmanager
+async def tap_held(netns: str, name: str) -> AsyncIterator[None]:
+    """A process holding the tap `name` the way a running hypervisor does, until the block
+    ends."""
+    holder = await asyncio.create_subprocess_exec(
+        *["ip", "netns", "exec", netns, "python3", "-c", HOLD_TAP_SCRIPT, name],
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert (await asyncio.wait_for(holder.stdout.readline(), 10)).strip() == b"attached"
+        yield
+    finally:
+        await asyncio.wait_for(holder.communicate(b""), 10)
 
 
 def _why_no_netns() -> str:

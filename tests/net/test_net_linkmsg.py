@@ -3,7 +3,6 @@ answers decode to what `ip -j -d link` reports."""
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import AsyncIterator
 
@@ -17,7 +16,7 @@ from mxvm.net import NetworkError, linkmsg
 from mxvm.net.linkmsg import Link, LinkChange, change_link_request, get_link_request
 from mxvm.net.rtnl import Rtnl
 
-from .netns_tools import HOLD_TAP_SCRIPT, ip, link_json
+from .netns_tools import ip, link_json, tap_held
 
 
 def _nla_index(nla_map: tuple[tuple[str, str], ...], name: str) -> int:
@@ -185,18 +184,9 @@ async def test_links_decode_like_ip_reports_them(rtnl: Rtnl, netns: str) -> None
 @pytest.mark.privileged
 async def test_a_held_tap_shows_carrier(rtnl: Rtnl, netns: str) -> None:
     ip(netns, "tuntap", "add", "dev", "th", "mode", "tap", "vnet_hdr")
-    holder = await asyncio.create_subprocess_exec(
-        *["ip", "netns", "exec", netns, "python3", "-c", HOLD_TAP_SCRIPT, "th"],
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None
-        assert (await asyncio.wait_for(holder.stdout.readline(), 10)).strip() == b"attached"
+    async with tap_held(netns, "th"):
         held = await rtnl.get_link("th")
         assert held is not None and held.carrier and not held.up  # carrier even while down
-    finally:
-        await asyncio.wait_for(holder.communicate(b""), 10)
     idle = await rtnl.get_link("th")
     assert idle is not None and not idle.carrier
 

@@ -17,7 +17,7 @@ from mxvm.net import tap as taps
 from mxvm.net.names import host_tap_mac, is_pool_name
 from mxvm.net.rtnl import Rtnl
 
-from .netns_tools import HOLD_TAP_SCRIPT, ip, link_json, link_names, qemu_tap_argv
+from .netns_tools import ip, link_json, link_names, qemu_tap_argv, tap_held
 
 pytestmark = pytest.mark.privileged
 BRIDGE = "mxvmtest0"
@@ -120,21 +120,12 @@ async def test_parked_taps_in_use_or_gone_are_not_reused(net: NodeNetwork, netns
     held, gone = _parked(netns)
     held_index = _link(netns, held)["ifindex"]
     ip(netns, "link", "del", gone)
-    holder = await asyncio.create_subprocess_exec(
-        *["ip", "netns", "exec", netns, "python3", "-c", HOLD_TAP_SCRIPT, held],
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None
-        assert (await asyncio.wait_for(holder.stdout.readline(), 10)).strip() == b"attached"
+    async with tap_held(netns, held):
         fresh = await net.create_tap("new")
         link = _assert_in_use(netns, "new", isolated=True)
         assert link["ifindex"] != held_index
         assert _parked(netns) == [held]  # left as it was, name and all
         assert fresh.name in link_names(netns)
-    finally:
-        await asyncio.wait_for(holder.communicate(b""), 10)
 
 
 async def test_a_parked_tap_survives_the_bridge_being_recreated(
