@@ -16,6 +16,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from mxvm.client import ApiClient
 from mxvm.errors import BackendUnavailable, MxvmError
 from mxvm.models import AllocReportResults, AllocStatusReport, AllocStatusUpdate
@@ -65,7 +67,11 @@ class Reporter:
                 out = None
             del self._queue[: len(batch)]
             delay = 0.2
-            results = AllocReportResults.model_validate(out).results if out else []
+            try:
+                results = AllocReportResults.model_validate(out).results if out else []
+            except ValidationError as exc:  # never leave the reporting runners waiting
+                log.error("agent.report_answer_invalid %s", exc)
+                results = []
             for res in results:
                 if res.status != 200:
                     log.warning("agent.report_refused %s %s", res.alloc_id, res.detail)

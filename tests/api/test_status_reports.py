@@ -136,3 +136,24 @@ async def test_reporter_retries_while_the_coordinator_is_unreachable() -> None:
         await reporter.close()
     sent = [(r["alloc_id"], r["client_status"]) for body in seen for r in body["reports"]]
     assert sent == [("a1", "starting"), ("a1", "running")]
+
+
+async def test_a_garbled_answer_does_not_leave_the_reporter_waiting() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"not": "results"})
+
+    app = web.Application()
+    app.router.add_post("/r", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with ApiClient(f"http://127.0.0.1:{port}", "t") as client:
+            reporter = Reporter(client, lambda: "/r")
+            update = AllocStatusUpdate(client_status=ClientStatus.RUNNING)
+            await asyncio.wait_for(reporter.report("a1", update), 10)
+            await asyncio.wait_for(reporter.report("a1", update), 10)  # and it keeps working
+            await reporter.close()
+    finally:
+        await runner.cleanup()
