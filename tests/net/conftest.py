@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from mxvm.net import NodeNetwork
+from mxvm.net.rtnl import Rtnl
 
 from .netns_tools import NETNS_PREFIX, require_netns, run
 
@@ -49,3 +50,12 @@ async def net(netns: str) -> AsyncIterator[NodeNetwork]:
         yield network
     finally:
         await network.close()
+
+
+@pytest.fixture
+async def rtnl(netns: str) -> AsyncIterator[Rtnl]:
+    r = Rtnl(netns)
+    try:
+        yield r
+    finally:
+        r.close()

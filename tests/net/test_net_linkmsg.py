@@ -4,7 +4,6 @@ answers decode to what `ip -j -d link` reports."""
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
 
 import pytest
 from pyroute2 import netlink as pr_netlink
@@ -128,15 +127,6 @@ def test_replies_split_and_refuse_garbage() -> None:
 
 
 # Against the kernel, inside a throwaway namespace.
-
-
-@pytest.fixture
-async def rtnl(netns: str) -> AsyncIterator[Rtnl]:
-    r = Rtnl(netns)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def _expected(ns: str, name: str) -> Link:

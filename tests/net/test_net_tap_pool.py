@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -142,15 +141,6 @@ async def test_a_parked_tap_survives_the_bridge_being_recreated(
     await net.create_tap("after")
     link = _assert_in_use(netns, "after", isolated=True)
     assert link["ifindex"] == index and _parked(netns) == []
-
-
-@pytest.fixture
-async def rtnl(netns: str) -> AsyncIterator[Rtnl]:
-    r = Rtnl(netns)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 async def test_the_pool_is_bounded(rtnl: Rtnl, netns: str) -> None:
