@@ -10,6 +10,7 @@ a fresh snapshot (a few times), then the evaluation is blocked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -55,18 +56,24 @@ class Evaluator:
         evals = await self.store.ready_evaluations(limit)
         if not evals:
             return 0
-        jobs = await self.store.get_jobs(sorted({ev.job_id for ev in evals}))
+        job_ids = sorted({ev.job_id for ev in evals})
+        # Three independent reads, side by side on the evaluator's own connections.
+        jobs, snapshot, allocs = await asyncio.gather(
+            self.store.get_jobs(job_ids),
+            self.store.snapshot(),
+            self.store.jobs_allocations(job_ids),
+        )
         outcomes = [
             EvalOutcome(evaluation=ev, status=EvalStatus.CANCELED, description="job gone")
             for ev in evals
             if ev.job_id not in jobs
         ]
         todo = [ev for ev in evals if ev.job_id in jobs]
-        snapshot = await self.store.snapshot()
         for attempt in range(MAX_PLAN_ATTEMPTS):
             if not todo:
                 break
-            allocs = await self.store.jobs_allocations([ev.job_id for ev in todo])
+            if attempt:
+                allocs = await self.store.jobs_allocations([ev.job_id for ev in todo])
             plans = [self._plan(snapshot, jobs[ev.job_id], allocs[ev.job_id], ev) for ev in todo]
             results = await self.store.apply_plans(plans, self.epoch)
             retry = []

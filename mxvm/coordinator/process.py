@@ -31,16 +31,17 @@ async def open_coordinator(settings: CoordinatorSettings) -> AsyncIterator[Coord
         pool_max=settings.db_pool_max,
         timeout_s=settings.backend_timeout_s,
     )
-    # The evaluator's own connections: a burst of API requests queueing for the shared pool
-    # must not hold up placing the jobs they submit.
+    # The evaluator's own connections (three: it reads jobs, allocations and the snapshot at
+    # once): a burst of API requests queueing for the shared pool must not hold up placing
+    # the jobs they submit.
     planner = await Store.connect(
-        settings.database_url, pool_max=2, timeout_s=settings.backend_timeout_s
+        settings.database_url, pool_max=3, timeout_s=settings.backend_timeout_s
     )
     leases = await Leases.connect(settings.redis_url, timeout_s=settings.backend_timeout_s)
     try:
         await _migrate_when_reachable(store)
         await store.db.warm(settings.db_pool_max // 2)
-        await planner.db.warm(2)
+        await planner.db.warm(3)
         coord = Coordinator(settings, store, leases, NodeWatch(), planner=planner)
         try:
             yield coord
