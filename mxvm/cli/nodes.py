@@ -19,7 +19,8 @@ async def ls(args: argparse.Namespace) -> int:
         emit_json(nodes)
         return 0
     rows = [
-        (short(n["id"]), n["name"], n["address"], n["status"], n["eligibility"],
+        (short(n["id"]), n["name"], n["address"], n["status"],
+         n["eligibility"] + (", draining" if n.get("drain") else ""),
          ",".join(n["drivers"]), len(n["devices"]), age(n["last_heartbeat"]))
         for n in nodes
     ]  # fmt: skip
