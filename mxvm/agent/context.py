@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,13 @@ from mxvm.models import AllocStatusUpdate
 from mxvm.net import NodeNetwork
 
 Reporter = Callable[[str, AllocStatusUpdate], Awaitable[None]]
+
+
+@functools.cache
+def _gateway_and_prefix(subnet: str) -> tuple[str, int]:
+    """Parsed once per subnet: every VM start asks."""
+    net = ipaddress.ip_network(subnet)
+    return str(next(net.hosts())), net.prefixlen
 
 
 @dataclass
@@ -31,13 +39,11 @@ class AgentContext:
     @property
     def gateway(self) -> str | None:
         """The bridge's address: the first host of the node's subnet."""
-        if self.subnet is None:
-            return None
-        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+        return None if self.subnet is None else _gateway_and_prefix(self.subnet)[0]
 
     @property
     def prefixlen(self) -> int:
-        return ipaddress.ip_network(self.subnet).prefixlen if self.subnet else 32
+        return 32 if self.subnet is None else _gateway_and_prefix(self.subnet)[1]
 
     def driver(self, name: str) -> Driver:
         d = self.drivers.get(name)

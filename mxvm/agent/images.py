@@ -7,6 +7,7 @@ image directory or absolute, `min_memory_mb`, and optional `cmdline` words.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -48,6 +49,20 @@ def resolve_image(image_dir: Path, name: str) -> GuestImage:
     if not name or "/" in name or name.startswith("."):
         raise ImageError(image_dir / name, "is not a valid image name")
     manifest = image_dir / name / MANIFEST
+    try:
+        st = manifest.stat()
+    except FileNotFoundError as exc:
+        raise ImageError(
+            manifest, f"does not exist: no image {name!r} on this node (`mxvm image build`?)"
+        ) from exc
+    except OSError as exc:
+        raise ImageError(manifest, f"is not a valid image manifest: {exc}") from exc
+    # Every VM start resolves its image: the manifest is read again only when it changed.
+    return _load(manifest, name, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load(manifest: Path, name: str, _mtime_ns: int, _size: int) -> GuestImage:
     try:
         raw = json.loads(manifest.read_text())
         m = _Manifest.model_validate(raw)
