@@ -12,6 +12,7 @@ import logging
 from mxvm.leases import Leases
 from mxvm.models import EvalTrigger
 from mxvm.store import Store
+from mxvm.store.evaluations import NewEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,7 @@ class Reaper:
         down, jobs = await self.store.mark_nodes_down(dead)
         for node_id in down:
             log.warning("node.down %s", node_id, extra={"node_id": node_id})
-        for job_id in sorted(jobs):
-            await self.store.create_evaluation(job_id, EvalTrigger.NODE_UPDATE)
-        if down:
-            await self.store.refresh_many(sorted(jobs))
+        await self.store.create_evaluations(
+            [NewEvaluation(job_id, EvalTrigger.NODE_UPDATE) for job_id in sorted(jobs)]
+        )
         return down

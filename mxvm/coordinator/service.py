@@ -143,9 +143,12 @@ class Coordinator:
                 node_id,
                 extra={"alloc_id": alloc_id, "job_id": job_id, "node_id": node_id},
             )
-        for job_id in sorted({job_id for _, job_id in failed}):
-            await self.store.create_evaluation(job_id, EvalTrigger.ALLOC_FAILURE, node_id=node_id)
-            await self.store.refresh_job_status(job_id)
+        await self.store.create_evaluations(
+            [
+                NewEvaluation(job_id, EvalTrigger.ALLOC_FAILURE, node_id)
+                for job_id in sorted({job_id for _, job_id in failed})
+            ]
+        )
         await self._capacity_changed()  # a device may be healthy again: retry blocked evals
         return node
 
@@ -202,8 +205,12 @@ class Coordinator:
         """A node joined or came back, or resources were freed: retry what was blocked."""
         await self.store.unblock_evaluations()
         if node_id is not None:
-            for job_id in await self.store.live_system_job_ids():
-                await self.store.create_evaluation(job_id, EvalTrigger.NODE_UPDATE, node_id=node_id)
+            await self.store.create_evaluations(
+                [
+                    NewEvaluation(job_id, EvalTrigger.NODE_UPDATE, node_id)
+                    for job_id in await self.store.live_system_job_ids()
+                ]
+            )
         self.watch.wake_evaluator()
 
     # --- cluster --------------------------------------------------------------------------

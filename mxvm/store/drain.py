@@ -9,7 +9,6 @@ ignore_system_jobs do not hold it up).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -18,6 +17,7 @@ from mxvm.models import EvalTrigger, Evaluation, Node
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
+from mxvm.store.evaluations import NewEvaluation, insert_evaluations
 from mxvm.store.jobs import refresh_statuses
 from mxvm.store.queries import q
 
@@ -38,25 +38,6 @@ async def complete_drains(conn: Conn, node_ids: Sequence[str]) -> list[str]:
     return [r["id"] for r in await conn.fetch(q("nodes_drain_complete"), locked)]
 
 
-async def _evaluate(conn: Conn, node_id: str, job_ids: list[str]) -> list[Evaluation]:
-    out: list[Evaluation] = []
-    for job_id in job_ids:
-        row = await conn.fetchrow(
-            q("eval_insert"),
-            str(uuid.uuid4()),
-            job_id,
-            EvalTrigger.NODE_UPDATE.value,
-            node_id,
-            None,
-        )
-        assert row is not None
-        out.append(rows.evaluation(row))
-    if out:
-        await conn.execute(q("evals_notify"))
-        await refresh_statuses(conn, job_ids)
-    return out
-
-
 class DrainStore(StoreBase):
     async def drain_node(self, node_id: str, *, enable: bool, ignore_system_jobs: bool) -> Drained:
         """Start (enable) or cancel a node's drain. Cancelling only clears the flag: the node
@@ -74,7 +55,11 @@ class DrainStore(StoreBase):
                 await conn.execute(q("nodes_bump_index"), [node_id])  # the agent stops them
             row = await conn.fetchrow(q("node_set_drain"), node_id, enable)
             assert row is not None
-            evals = await _evaluate(conn, node_id, sorted({job_id for _, job_id in stopped}))
+            job_ids = sorted({job_id for _, job_id in stopped})
+            evals = await insert_evaluations(
+                conn, [NewEvaluation(j, EvalTrigger.NODE_UPDATE, node_id) for j in job_ids]
+            )
+            await refresh_statuses(conn, job_ids)
         return Drained(rows.node(row), stopped, evals)
 
     async def complete_drains(self, node_ids: Sequence[str]) -> list[str]:

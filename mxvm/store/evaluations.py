@@ -23,10 +23,11 @@ class NewEvaluation(NamedTuple):
     wait_until: datetime | None = None
 
 
-async def _insert(conn: Conn, new: list[NewEvaluation]) -> None:
+async def insert_evaluations(conn: Conn, new: list[NewEvaluation]) -> list[Evaluation]:
+    """Queue evaluations inside the caller's transaction and wake the evaluator."""
     if not new:
-        return
-    await conn.execute(
+        return []
+    created = await conn.fetch(
         q("evals_insert_many"),
         [str(uuid.uuid4()) for _ in new],
         [n.job_id for n in new],
@@ -35,6 +36,7 @@ async def _insert(conn: Conn, new: list[NewEvaluation]) -> None:
         [n.wait_until for n in new],
     )
     await conn.execute(q("evals_notify"))
+    return [rows.evaluation(r) for r in created]
 
 
 class EvaluationStore(StoreBase):
@@ -47,12 +49,8 @@ class EvaluationStore(StoreBase):
         wait_until: datetime | None = None,
     ) -> Evaluation:
         async with self.db.transaction() as conn:
-            row = await conn.fetchrow(
-                q("eval_insert"), str(uuid.uuid4()), job_id, trigger.value, node_id, wait_until
-            )
-            await conn.execute(q("evals_notify"))
-        assert row is not None
-        return rows.evaluation(row)
+            new = NewEvaluation(job_id, trigger, node_id, wait_until)
+            return (await insert_evaluations(conn, [new]))[0]
 
     async def get_evaluation(self, eval_id: str) -> Evaluation:
         row = await self.db.fetchrow(q("eval_get"), eval_id)
@@ -84,16 +82,17 @@ class EvaluationStore(StoreBase):
                 for o in outcomes
                 if o.follow_up_at is not None
             ]
-            await _insert(conn, follow)
+            await insert_evaluations(conn, follow)
             await refresh_statuses(conn, sorted({o.evaluation.job_id for o in outcomes}))
 
-    async def create_evaluations(self, new: list[NewEvaluation]) -> None:
+    async def create_evaluations(self, new: list[NewEvaluation]) -> list[Evaluation]:
         """Queue several evaluations in one transaction, and re-derive their jobs' statuses."""
         if not new:
-            return
+            return []
         async with self.db.transaction() as conn:
-            await _insert(conn, new)
+            created = await insert_evaluations(conn, new)
             await refresh_statuses(conn, sorted({n.job_id for n in new}))
+        return created
 
     async def unblock_evaluations(self) -> int:
         async with self.db.transaction() as conn:

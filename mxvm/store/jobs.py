@@ -102,16 +102,8 @@ class JobStore(StoreBase):
         """The jobs that exist among `job_ids`, by id."""
         return {r["id"]: rows.job(r) for r in await self.db.fetch(q("jobs_get"), job_ids)}
 
-    async def refresh_job_status(self, job_id: str) -> JobStatus | None:
-        async with self.db.transaction() as conn:
-            return (await refresh_statuses(conn, [job_id])).get(job_id)
-
     async def live_system_job_ids(self) -> list[str]:
         return [r["id"] for r in await self.db.fetch(q("jobs_system_live"))]
-
-    async def refresh_many(self, job_ids: list[str]) -> None:
-        async with self.db.transaction() as conn:
-            await refresh_statuses(conn, job_ids)
 
 
 async def refresh_statuses(conn: Conn, job_ids: list[str]) -> dict[str, JobStatus]:

@@ -40,7 +40,8 @@ WHERE e.job_id = f.job_id AND e.id <> f.id AND e.status IN ('pending', 'blocked'
 INSERT INTO evaluations (id, job_id, trigger, node_id, wait_until, status)
 SELECT u.id, u.job_id, u.trigger, u.node_id, u.wait_until, 'pending'
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-    AS u(id, job_id, trigger, node_id, wait_until);
+    AS u(id, job_id, trigger, node_id, wait_until)
+RETURNING *;
 
 -- name: evals_unblock
 -- Capacity changed: every blocked evaluation gets another try.
