@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,29 +52,23 @@ class NodeNetwork:
         """Persistent tap for alloc_id on the bridge, up, isolated from other ports."""
         cached = self._bridge_link
         br = cached or await _bridge.require_bridge(self._rtnl, self.bridge)
+        create = functools.partial(
+            _tap.create_tap,
+            self._rtnl,
+            alloc_id=alloc_id,
+            isolated=isolated,
+            multi_queue=multi_queue,
+            pool=self._tap_pool,
+        )
         try:
-            info = await _tap.create_tap(
-                self._rtnl,
-                br,
-                alloc_id,
-                isolated=isolated,
-                multi_queue=multi_queue,
-                pool=self._tap_pool,
-            )
+            info = await create(br)
         except NetworkError:
             self._bridge_link = None
             if cached is None:
                 raise
             # The cached bridge may have been replaced under us: look again, retry once.
             br = await _bridge.require_bridge(self._rtnl, self.bridge)
-            info = await _tap.create_tap(
-                self._rtnl,
-                br,
-                alloc_id,
-                isolated=isolated,
-                multi_queue=multi_queue,
-                pool=self._tap_pool,
-            )
+            info = await create(br)
         self._bridge_link = br
         return info
 
