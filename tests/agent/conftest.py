@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -45,8 +46,10 @@ async def running_agent(
     drivers: dict[str, Driver],
     image_dir: Path,
     network: NodeNetwork | None = None,
+    **seams: Any,
 ) -> AsyncIterator[Agent]:
-    agent = Agent(settings, drivers, image_dir=image_dir, network=network)
+    """The agent running until the block ends; `seams`: Agent's nvml / sysfs_writer."""
+    agent = Agent(settings, drivers, image_dir=image_dir, network=network, **seams)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(agent.run(stop, ready=ready))
     try:

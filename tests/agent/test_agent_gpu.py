@@ -19,7 +19,8 @@ from mxvm.devices import NvmlGpu, NvmlStatus, bind_group
 from mxvm.hypervisors.base import VmHandle, VmSpec
 from mxvm.hypervisors.fake import FakeDriver
 from mxvm.models import AllocStatusUpdate
-from tests.agent.conftest import agent_settings, fake_image
+from tests.agent.conftest import agent_settings, fake_image, running_agent
+from tests.api import test_device_health as device_health
 from tests.devices.fake_sysfs import FakeKernel, FakePci, gpu, gpu_audio
 from tests.harness import Api
 
@@ -57,16 +58,8 @@ class FakeNvml:
 
 
 def gpu_job(name: str, **kw: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": name,
-        "type": "service",
-        "task": {"driver": "fake", "argv": ["train"], "memory_mb": 128},
-        "devices": [{"kind": "gpu", "count": 1}],
-        "restart": {"attempts": 0},
-        "reschedule": {"attempts": 0},
-    }
-    spec.update(kw)
-    return spec
+    """The device-health tests' GPU job, not rescheduled unless asked."""
+    return device_health.gpu_job(name, **{"reschedule": {"attempts": 0}, **kw})
 
 
 def host(tmp_path: Path, functions: list[FakePci]) -> FakeKernel:
@@ -89,22 +82,9 @@ async def gpu_agent(
     settings: AgentSettings, driver: FakeDriver, kernel: FakeKernel, nvml: FakeNvml, images: Path
 ) -> AsyncIterator[Agent]:
     fake_image(images)
-    agent = Agent(
-        settings,
-        {"fake": driver},
-        image_dir=images,
-        network=None,
-        nvml=nvml,
-        sysfs_writer=kernel.write,
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(agent.run(stop, ready=ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
+    seams = {"nvml": nvml, "sysfs_writer": kernel.write}
+    async with running_agent(settings, {"fake": driver}, images, None, **seams) as agent:
         yield agent
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def allocs_where(
