@@ -63,7 +63,7 @@ class Agent:
         token = settings.agent_token.get_secret_value() if settings.agent_token else None
         self.api = ApiClient(settings.url, token, timeout_s=POLL_WAIT_S + 30)
         self.reporter = Reporter(self.api, self._reports_path)
-        self.ctx = AgentContext(settings, drivers, self._report, image_dir, network)
+        self.ctx = AgentContext(settings, drivers, self.reporter.report, image_dir, network)
         if sysfs_writer is not None:
             self.ctx.sysfs_writer = sysfs_writer
         self.devices: list[Device] = []  # as last reported to the coordinator
@@ -257,7 +257,7 @@ class Agent:
                 update = AllocStatusUpdate(
                     client_status=ClientStatus.COMPLETE, description="stopped before it started"
                 )
-                await self._report(a.id, update)
+                await self.reporter.report(a.id, update)
         for alloc_id, runner in list(self.runners.items()):
             if alloc_id not in wanted:
                 if runner.finished.is_set():
@@ -268,9 +268,6 @@ class Agent:
     def _start_runner(self, runner: AllocRunner) -> None:
         self.runners[runner.alloc_id] = runner
         runner.task = asyncio.create_task(runner.run(), name=f"alloc-{runner.alloc_id[:8]}")
-
-    async def _report(self, alloc_id: str, update: AllocStatusUpdate) -> None:
-        await self.reporter.report(alloc_id, update)
 
     def _reports_path(self) -> str:
         assert self.node is not None
