@@ -12,6 +12,8 @@ from typing import Any
 
 from mxvm.config import CoordinatorSettings
 from mxvm.coordinator.agent_calls import AgentCalls
+from mxvm.coordinator.nudge import Coalesced
+from mxvm.coordinator.submits import SubmitBatcher
 from mxvm.coordinator.watch import NodeWatch
 from mxvm.errors import BackendUnavailable
 from mxvm.leases import Leases
@@ -59,14 +61,18 @@ class Coordinator:
         self.watch = watch
         self.leader_epoch: int | None = None  # set by the leader loop while we lead
         self.agents = AgentCalls(store)
+        self.eval_nudge = Coalesced(store.notify_evaluators, "evaluator")
+        self.submits = SubmitBatcher(store)
 
     # --- jobs -----------------------------------------------------------------------------
     async def submit_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
         """Store the job and queue its evaluation. Refused (422) when its memory is below
         the minimum every node that has its image reports (`image.<name>.min_memory_mb`)."""
-        job, ev = await self.store.create_job(spec)
+        job, ev = await self.submits.submit(spec)
         log.info("job.submitted %s", job.id, extra={"job_id": job.id, "eval_id": ev.id})
         self.watch.wake_evaluator()
+        if self.leader_epoch is None:  # the evaluator runs in another coordinator, if any
+            self.eval_nudge.trigger()
         return job, ev
 
     async def stop_job(self, job_id: str) -> tuple[Job, Evaluation | None]:

@@ -52,6 +52,10 @@ class EvaluationStore(StoreBase):
             new = NewEvaluation(job_id, trigger, node_id, wait_until)
             return (await insert_evaluations(conn, [new]))[0]
 
+    async def notify_evaluators(self) -> None:
+        """Wake the evaluator of every coordinator (Postgres NOTIFY `mxvm_eval`)."""
+        await self.db.execute(q("evals_notify"))
+
     async def get_evaluation(self, eval_id: str) -> Evaluation:
         row = await self.db.fetchrow(q("eval_get"), eval_id)
         if row is None:

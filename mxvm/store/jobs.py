@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 
-from mxvm.errors import Conflict, InvalidSpec, NotFound
+from mxvm.errors import Conflict, InvalidSpec, MxvmError, NotFound
 from mxvm.models import EvalTrigger, Evaluation, Job, JobSpec, JobStatus, JobType
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
@@ -27,43 +28,64 @@ def derive_status(
     return JobStatus.PENDING
 
 
+def _first_evaluation(eval_id: str, row: asyncpg.Record) -> Evaluation:
+    return Evaluation(
+        id=eval_id,
+        job_id=row["id"],
+        trigger=EvalTrigger.JOB_REGISTER,
+        created_at=row["eval_created_at"],
+        modified_at=row["eval_modified_at"],
+    )
+
+
 class JobStore(StoreBase):
     async def create_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
-        """Insert the job and its first evaluation, unless its memory is below the minimum
-        that nodes report for its image (InvalidSpec: such a guest could never boot)."""
-        job_id, eval_id = str(uuid.uuid4()), str(uuid.uuid4())
-        try:
-            row = await self.db.fetchrow(
-                q("job_submit"),
-                job_id,
-                spec.name,
-                spec.type.value,
-                spec.priority,
-                spec.model_dump(mode="json"),
-                eval_id,
-                f"image.{spec.task.image}.min_memory_mb",
-                spec.task.memory_mb,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(
-                f"a job named {spec.name!r} is already live; stop it first", name=spec.name
-            ) from exc
-        assert row is not None
-        if row["id"] is None:
-            minimum = row["image_min_memory"]
-            raise InvalidSpec(
-                f"task.memory_mb {spec.task.memory_mb} is below image {spec.task.image!r}'s "
-                f"minimum of {minimum} MiB",
-                errors=[{"field": "task.memory_mb", "message": f"must be >= {minimum}"}],
-            )
-        ev = Evaluation(
-            id=eval_id,
-            job_id=job_id,
-            trigger=EvalTrigger.JOB_REGISTER,
-            created_at=row["eval_created_at"],
-            modified_at=row["eval_modified_at"],
+        """Insert the job and its first evaluation (see create_jobs)."""
+        [created] = await self.create_jobs([spec])
+        if isinstance(created, MxvmError):
+            raise created
+        return created
+
+    async def create_jobs(
+        self, specs: Sequence[JobSpec]
+    ) -> list[tuple[Job, Evaluation] | MxvmError]:
+        """Insert each job and its first evaluation, all in one statement; per spec, in
+        order, the job and evaluation or why not: Conflict when a live job has its name,
+        InvalidSpec when its memory is below the minimum that nodes report for its image
+        (such a guest could never boot)."""
+        ids = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in specs]
+        found = await self.db.fetch(
+            q("job_submit"),
+            [job_id for job_id, _ in ids],
+            [s.name for s in specs],
+            [s.type.value for s in specs],
+            [s.priority for s in specs],
+            [s.model_dump_json() for s in specs],
+            [eval_id for _, eval_id in ids],
+            [f"image.{s.task.image}.min_memory_mb" for s in specs],
+            [s.task.memory_mb for s in specs],
         )
-        return rows.job(row), ev
+        out: list[tuple[Job, Evaluation] | MxvmError] = []
+        for spec, (_, eval_id), row in zip(specs, ids, found, strict=True):
+            if row["id"] is not None:
+                out.append((rows.job_of(spec, row), _first_evaluation(eval_id, row)))
+            elif row["below_minimum"]:
+                minimum = row["image_min_memory"]
+                out.append(
+                    InvalidSpec(
+                        f"task.memory_mb {spec.task.memory_mb} is below image "
+                        f"{spec.task.image!r}'s minimum of {minimum} MiB",
+                        errors=[{"field": "task.memory_mb", "message": f"must be >= {minimum}"}],
+                    )
+                )
+            else:
+                out.append(
+                    Conflict(
+                        f"a job named {spec.name!r} is already live; stop it first",
+                        name=spec.name,
+                    )
+                )
+        return out
 
     async def get_job(self, job_id: str) -> Job:
         row = await self.db.fetchrow(q("job_get"), job_id)

@@ -47,7 +47,11 @@ def node(r: asyncpg.Record) -> Node:
 
 
 def job(r: asyncpg.Record) -> Job:
-    spec = JobSpec.model_validate(r["spec"])
+    return job_of(JobSpec.model_validate(r["spec"]), r)
+
+
+def job_of(spec: JobSpec, r: asyncpg.Record) -> Job:
+    """A job from its spec and its row's other columns."""
     return Job(
         **spec.model_dump(),
         id=r["id"],

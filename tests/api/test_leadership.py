@@ -70,13 +70,18 @@ async def test_a_lost_node_is_marked_down_and_its_allocations_replaced(
 
 async def test_an_api_only_coordinator_serves_but_never_leads(pg_dsn: str, redis_url: str) -> None:
     api_only = settings_for(pg_dsn, redis_url, coordinator_id="coord-api", leader=False)
+    # The leader polls for evaluations only every 60 s: only the API-only coordinator's
+    # wake-up (a NOTIFY after the submit commits) gets the job placed within seconds.
+    leader = settings_for(pg_dsn, redis_url, coordinator_id="coord-lead", eval_poll_interval_s=60)
     async with running(api_only) as b:
-        async with running(settings_for(pg_dsn, redis_url, coordinator_id="coord-lead")):
+        async with running(leader):
+            await asyncio.sleep(0.5)  # past the leader's first evaluator round
             # Everything goes through the API-only one; the other places the job.
             await b.register("n1")
             spec = {"name": "w", "type": "service", "task": {"driver": "fake", "argv": ["x"]}}
             out = await b.ok("POST", "/api/v1/jobs", json=spec)
-            assert (await b.wait_eval(out["evaluation"]["id"]))["status"] == "complete"
+            ev = await b.wait_eval(out["evaluation"]["id"], timeout_s=10)
+            assert ev["status"] == "complete"
             st = await b.ok("GET", "/api/v1/cluster/status")
             assert (st["leader"], st["is_leader"]) == ("coord-lead", False)
         # The leader is gone; the API-only coordinator does not take over.

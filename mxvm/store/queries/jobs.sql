@@ -1,24 +1,38 @@
 -- name: job_submit
--- The job, its first evaluation and the evaluator's wake-up in one statement (one round trip;
--- a statement is atomic, and the evaluation's foreign key is checked at its end). Nothing is
--- inserted when the task's memory ($8) is below the image's minimum that nodes report
--- (attribute $7); the row returned then carries that minimum and no job.
-WITH minimum AS (
-    SELECT min((attributes ->> $7)::int) AS mb FROM nodes WHERE attributes ? $7
+-- A batch of submitted jobs, each with its first evaluation, in one statement (one round trip
+-- and one commit however many requests came in together; a statement is atomic, and the
+-- evaluations' foreign key is checked at its end). One row comes back per input, in order:
+-- a job is not inserted when its task's memory is below the minimum that nodes report for
+-- its image (the row then carries that minimum), nor when a live job already has its name
+-- (the row then carries no minimum and no job). No NOTIFY here: it would hold Postgres'
+-- notify lock through the commit and serialise concurrent submits; the coordinator wakes
+-- the evaluator after the commit (coordinator/nudge.py).
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
+                         $6::text[], $7::text[], $8::int[])
+        WITH ORDINALITY AS u(id, name, type, priority, spec, eval_id, min_attr, memory_mb, n)
+), checked AS (
+    SELECT i.*, (SELECT min((attributes ->> i.min_attr)::int) FROM nodes
+                 WHERE attributes ? i.min_attr) AS image_min_memory
+    FROM input i
 ), job AS (
     INSERT INTO jobs (id, name, type, priority, spec, status)
-    SELECT $1, $2, $3, $4, $5, 'pending' FROM minimum
-    WHERE minimum.mb IS NULL OR $8 >= minimum.mb
-    RETURNING *
+    SELECT c.id, c.name, c.type, c.priority, c.spec::jsonb, 'pending' FROM checked c
+    WHERE c.image_min_memory IS NULL OR c.memory_mb >= c.image_min_memory
+    ORDER BY c.n
+    ON CONFLICT (name) WHERE NOT stop DO NOTHING
+    RETURNING id, status, status_description, stop, version, created_at, modified_at
 ), ev AS (
     INSERT INTO evaluations (id, job_id, trigger, status)
-    SELECT $6, job.id, 'job-register', 'pending' FROM job
-    RETURNING created_at, modified_at
+    SELECT c.eval_id, job.id, 'job-register', 'pending' FROM job JOIN checked c USING (id)
+    RETURNING job_id, created_at, modified_at
 )
-SELECT minimum.mb AS image_min_memory, job.*,
-       ev.created_at AS eval_created_at, ev.modified_at AS eval_modified_at,
-       CASE WHEN job.id IS NOT NULL THEN pg_notify('mxvm_eval', '') END AS notified
-FROM minimum LEFT JOIN job ON true LEFT JOIN ev ON true;
+SELECT c.image_min_memory, c.memory_mb < c.image_min_memory AS below_minimum,
+       job.id, job.status, job.status_description, job.stop, job.version,
+       job.created_at, job.modified_at,
+       ev.created_at AS eval_created_at, ev.modified_at AS eval_modified_at
+FROM checked c LEFT JOIN job ON job.id = c.id LEFT JOIN ev ON ev.job_id = c.id
+ORDER BY c.n;
 
 -- name: job_get
 SELECT * FROM jobs WHERE id = $1;

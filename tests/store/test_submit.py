@@ -1,0 +1,87 @@
+"""Submitting jobs: a batch goes in one statement, each spec gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mxvm.coordinator.submits import SubmitBatcher
+from mxvm.errors import Conflict, InvalidSpec
+from mxvm.models import EvalTrigger, JobSpec
+from mxvm.store import Store
+from tests.store.conftest import registration
+
+
+def _spec(name: str, memory_mb: int = 256) -> JobSpec:
+    task = {"argv": ["x"], "driver": "fake", "memory_mb": memory_mb}
+    return JobSpec.model_validate({"name": name, "type": "service", "task": task})
+
+
+async def test_a_batch_answers_each_spec_in_order(store: Store) -> None:
+    reg = registration("n1", attributes={"image.default.min_memory_mb": "192"})
+    await store.register_node(reg, subnet_pool="10.99.0.0/16", subnet_prefix=24)
+    live, _ = await store.create_job(_spec("taken"))
+    out = await store.create_jobs(
+        [_spec("a"), _spec("taken"), _spec("small", memory_mb=128), _spec("b"), _spec("a")]
+    )
+    a, taken, small, b, a_again = out
+    assert not isinstance(a, Exception) and not isinstance(b, Exception)
+    assert isinstance(taken, Conflict) and "'taken' is already live" in taken.detail
+    assert isinstance(small, InvalidSpec) and "minimum of 192 MiB" in small.detail
+    assert isinstance(a_again, Conflict)  # the same name twice in one batch: the first wins
+    for job, ev in (a, b):
+        assert (await store.get_job(job.id)).name == job.name
+        stored = await store.get_evaluation(ev.id)
+        assert (stored.job_id, stored.trigger) == (job.id, EvalTrigger.JOB_REGISTER)
+    names = sorted(j.name for j in await store.list_jobs())
+    assert names == ["a", "b", "taken"]  # nothing of the refused specs was stored
+    assert {e.job_id for e in await store.ready_evaluations(10)} == {live.id, a[0].id, b[0].id}
+
+
+class CountingStore:
+    """The real store, counting the statements submits go in; the first is held in flight
+    until `release` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.batches: list[int] = []
+        self.release = asyncio.Event()
+
+    async def create_jobs(self, specs: list[JobSpec]) -> Any:
+        self.batches.append(len(specs))
+        if len(self.batches) == 1:
+            await self.release.wait()
+        return await self.store.create_jobs(specs)
+
+
+async def test_concurrent_submits_share_statements_and_keep_their_own_answers(
+    store: Store,
+) -> None:
+    counting = CountingStore(store)
+    batcher = SubmitBatcher(counting)  # type: ignore[arg-type]
+    first = asyncio.create_task(batcher.submit(_spec("j0")))
+    while not counting.batches:  # the first submit goes to the store at once, alone
+        await asyncio.sleep(0)
+    specs = [_spec(f"j{i}") for i in range(1, 30)] + [_spec("j0")]
+    rest = asyncio.gather(*(batcher.submit(s) for s in specs), return_exceptions=True)
+    await asyncio.sleep(0.05)
+    assert counting.batches == [1]  # the others wait for the statement in flight
+    counting.release.set()
+    results = [await first, *await rest]
+    assert counting.batches == [1, 30]  # then go together, in one statement
+    assert isinstance(results[-1], Conflict)  # each keeps its own answer
+    ok = [r for r in results[:-1] if not isinstance(r, BaseException)]
+    assert [job.name for job, _ in ok] == [f"j{i}" for i in range(30)]
+
+
+async def test_a_failed_statement_fails_each_request_of_its_batch(store: Store) -> None:
+    batcher = SubmitBatcher(store)
+    await store.close()  # every statement now fails
+    results = await asyncio.gather(
+        *(batcher.submit(_spec(f"x{i}")) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, Exception) for r in results)
+    with pytest.raises(Exception, match="pool is not open"):
+        raise results[0]  # type: ignore[misc]
