@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -128,13 +129,72 @@ def pct(values: list[float], q: float) -> float:
 
 
 class TimedFake(FakeDriver):
-    """The fake driver, noting when each VM process would have been started."""
-
-    started: dict[str, float]
+    """The fake driver, printing when each VM process would have been started (the
+    system-wide monotonic clock, so the bench process can compare it with its submits)."""
 
     async def start(self, spec: VmSpec) -> VmHandle:
-        self.started[spec.alloc_id] = time.perf_counter()
+        print(f"started {spec.alloc_id} {time.monotonic():.6f}", flush=True)
         return await super().start(spec)
+
+
+async def fake_agent() -> None:
+    """`bench.orchestrator fake-agent`: a host agent process (settings from MXVM_* as for
+    `mxvm agent`) offering only the timed fake driver, and no network (no bridge, no taps)."""
+    settings = AgentSettings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    images = settings.images_dir or settings.state_dir / "images"
+    await Agent(settings, {"fake": TimedFake()}, image_dir=images, network=None).run(stop)
+
+
+class FakeAgentProcess:
+    """The fake agent as its own process, as agents run in production: not sharing the
+    benchmark client's event loop. Its start times arrive on its stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.started: dict[str, float] = {}
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            word, alloc_id, at = line.decode().split()
+            if word == "started":
+                self.started[alloc_id] = float(at)
+                self._changed.set()
+
+    async def wait_started(self, count: int) -> None:
+        while len(self.started) < count:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def fake_agent_process(c: Cluster, port: int) -> AsyncIterator[FakeAgentProcess]:
+    images = c.tmp / "images" / "default"
+    images.mkdir(parents=True)
+    (images / "manifest.json").write_text('{"kernel": "vmlinuz", "min_memory_mb": 128}')
+    env = {**os.environ, "MXVM_URL": c.url, "MXVM_AGENT_TOKEN": AGENT,
+           "MXVM_NODE_NAME": "bench-node", "MXVM_STATE_DIR": str(c.tmp / "agent"),
+           "MXVM_IMAGES_DIR": str(images.parent), "MXVM_API_LISTEN": f"127.0.0.1:{port}",
+           "MXVM_SYSFS_ROOT": str(c.tmp / "no-sysfs"), "MXVM_CPU_OVERCOMMIT": "64",
+           "MXVM_LOG_LEVEL": "WARNING"}  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.orchestrator", "fake-agent", env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    fake = FakeAgentProcess(proc)
+    try:
+        while not await c.api.get("/api/v1/nodes"):
+            await asyncio.sleep(0.1)
+        yield fake
+    finally:
+        proc.terminate()
+        await proc.wait()
+        fake._reader.cancel()
 
 
 def _latency_spec(name: str) -> dict[str, Any]:
@@ -142,31 +202,31 @@ def _latency_spec(name: str) -> dict[str, Any]:
             "task": {"driver": "fake", "argv": ["x"], "memory_mb": 128}}  # fmt: skip
 
 
-async def _one_at_a_time(c: Cluster, fake: TimedFake, n: int) -> list[float]:
+async def _one_at_a_time(c: Cluster, fake: FakeAgentProcess, n: int) -> list[float]:
     """Submit → VM process started, one job at a time (nothing else in flight), in ms."""
     out: list[float] = []
     for i in range(n):
-        t0 = time.perf_counter()
+        before = set(fake.started)
+        t0 = time.monotonic()
         await c.api.post("/api/v1/jobs", json=_latency_spec(f"one-{i}"))
-        while len(fake.started) <= i:
-            await asyncio.sleep(0.0005)
-        out.append((max(fake.started.values()) - t0) * 1000)
+        await fake.wait_started(len(before) + 1)
+        [new] = set(fake.started) - before
+        out.append((fake.started[new] - t0) * 1000)
         await asyncio.sleep(0.05)
     return out
 
 
-async def _burst(c: Cluster, fake: TimedFake, n: int) -> list[float]:
+async def _burst(c: Cluster, fake: FakeAgentProcess, n: int) -> list[float]:
     """Submit → VM process started for `n` jobs submitted at once, in ms."""
     before = set(fake.started)
 
     async def submit(i: int) -> tuple[str, float]:
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         out = await c.api.post("/api/v1/jobs", json=_latency_spec(f"burst-{i}"))
         return out["job"]["id"], t0
 
     submitted = dict(await asyncio.gather(*(submit(i) for i in range(n))))
-    while len(fake.started) < len(before) + n:
-        await asyncio.sleep(0.001)
+    await fake.wait_started(len(before) + n)
     job_of = {a["id"]: a["job_id"] for a in await c.api.get("/api/v1/allocations")}
     return [
         (t - submitted[job_of[aid]]) * 1000 for aid, t in fake.started.items() if aid not in before
@@ -174,16 +234,12 @@ async def _burst(c: Cluster, fake: TimedFake, n: int) -> list[float]:
 
 
 async def latency(n: int, leader_apart: bool = False) -> None:
-    async with cluster(18480, leader_apart=leader_apart) as c:
-        images = c.tmp / "images" / "default"
-        images.mkdir(parents=True)
-        (images / "manifest.json").write_text('{"kernel": "vmlinuz", "min_memory_mb": 128}')
-        fake = TimedFake()
-        fake.started = {}
-        s = agent_settings(c, 18481, cpu_overcommit=64)
-        async with agent(s, {"fake": fake}, images.parent, None):
-            alone = await _one_at_a_time(c, fake, 20)
-            lat = await _burst(c, fake, n)
+    async with (
+        cluster(18480, leader_apart=leader_apart) as c,
+        fake_agent_process(c, 18481) as fake,
+    ):
+        alone = await _one_at_a_time(c, fake, 20)
+        lat = await _burst(c, fake, n)
     print("submit -> VM process started (fake driver), ms")
     print(f"one_at_a_time_p50_ms: {statistics.median(alone):.1f}  p99: {pct(alone, 0.99):.1f}")
     print(f"concurrent_{n}_p50_ms: {statistics.median(lat):.1f}  p99: {pct(lat, 0.99):.1f}  "
@@ -266,7 +322,7 @@ async def rss(vms: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("what", choices=["latency", "overhead", "rss"])
+    p.add_argument("what", choices=["latency", "overhead", "rss", "fake-agent"])
     p.add_argument("-n", type=int, default=None, help="submits / runs / VMs")
     p.add_argument(
         "--leader-apart",
@@ -278,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(latency(args.n or 50, args.leader_apart))
     elif args.what == "overhead":
         asyncio.run(overhead(args.n or 10))
+    elif args.what == "fake-agent":  # started by `latency`
+        asyncio.run(fake_agent())
     else:
         asyncio.run(rss(args.n or 10))
 
