@@ -229,6 +229,20 @@ async def _one_at_a_time(c: Cluster, fake: FakeAgentProcess, n: int) -> list[flo
     return out
 
 
+async def _http_floor(c: Cluster, n: int) -> list[float]:
+    """`n` concurrent GET /health (no Postgres, no Redis), in ms: what any request costs the
+    client and the coordinator's HTTP stack on this machine, the floor under a submit. It
+    also leaves the client holding `n` open connections, as a long-running client would,
+    so the burst measures the control plane rather than TCP handshakes."""
+
+    async def one() -> float:
+        t0 = time.monotonic()
+        await c.api.get("/health")
+        return (time.monotonic() - t0) * 1000
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
 async def _burst(c: Cluster, fake: FakeAgentProcess, n: int) -> list[float]:
     """Submit → VM process started for `n` jobs submitted at once, in ms."""
     before = set(fake.started)
@@ -264,12 +278,16 @@ async def latency(n: int, leader_apart: bool = False) -> None:
     ):
         t0 = _cpu_ticks()
         alone = await _one_at_a_time(c, fake, 20)
+        await _http_floor(c, n)  # opens the connections
+        floor = await _http_floor(c, n)
         t1 = _cpu_ticks()
         lat = await _burst(c, fake, n)
         t2 = _cpu_ticks()
     print("submit -> VM process started (fake driver), ms")
     print(f"cpu_steal_pct: one_at_a_time {_steal_pct(t0, t1):.0f}  burst {_steal_pct(t1, t2):.0f}")
     print(f"one_at_a_time_p50_ms: {statistics.median(alone):.1f}  p99: {pct(alone, 0.99):.1f}")
+    print(f"http_floor_{n}_p50_ms: {statistics.median(floor):.1f}  p99: {pct(floor, 0.99):.1f}"
+          "  (concurrent GET /health)")  # fmt: skip
     print(f"concurrent_{n}_p50_ms: {statistics.median(lat):.1f}  p99: {pct(lat, 0.99):.1f}  "
           f"max: {max(lat):.1f}")  # fmt: skip
     print(f"control_plane_p50_ms: {statistics.median(lat):.1f}")
