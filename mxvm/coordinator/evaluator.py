@@ -6,6 +6,11 @@ already counted, and the batch commits in two transactions whatever its size (th
 the evaluations' outcomes and the jobs' statuses). That keeps a burst of submits from costing a
 dozen Postgres round trips per job. Placements that went stale at commit are re-planned against
 a fresh snapshot (a few times), then the evaluation is blocked.
+
+The outcomes are written in the background while the next batch is read and planned (their
+plans are committed already, so the next batch sees the placements): in a burst, the submits
+that came in behind a first small batch no longer wait for its bookkeeping. Evaluations whose
+outcomes are still being written are left out of the next batch; the writes keep their order.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
+from mxvm.errors import BackendUnavailable
 from mxvm.models import (
     Allocation,
     ClusterSnapshot,
@@ -50,10 +56,15 @@ class Evaluator:
         self.store = store
         self.epoch = epoch
         self.config = config or SchedulerConfig()
+        self._writer: asyncio.Task[None] | None = None
+        self._writing: set[str] = set()  # evaluations whose outcomes the writer is writing
 
     async def run_once(self, limit: int = 64) -> int:
-        """Process the evaluations that are ready now; returns how many."""
-        evals = await self.store.ready_evaluations(limit)
+        """Process the evaluations that are ready now; returns how many. Their outcomes are
+        being written when this returns (`outcomes_written` waits for them)."""
+        writing = set(self._writing)
+        ready = await self.store.ready_evaluations(limit + len(writing))
+        evals = [ev for ev in ready if ev.id not in writing][:limit]
         if not evals:
             return 0
         job_ids = sorted({ev.job_id for ev in evals})
@@ -88,7 +99,24 @@ class Evaluator:
             todo = retry
             if todo:
                 snapshot = await self.store.snapshot()
-        await self.store.finish_evaluations(outcomes)
+        await self.outcomes_written()  # the previous batch's first: they supersede in order
+        self._writing = {o.evaluation.id for o in outcomes}
+        self._writer = asyncio.create_task(self._write(outcomes), name="eval-outcomes")
+        return len(evals)
+
+    async def outcomes_written(self) -> None:
+        """Until the last batch's outcomes are written (or failed to be: its evaluations then
+        stay pending and are evaluated again, which finds their placements made)."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    async def _write(self, outcomes: list[EvalOutcome]) -> None:
+        try:
+            await self.store.finish_evaluations(outcomes)
+        except BackendUnavailable as exc:
+            log.warning("evaluator.outcomes_unwritten %s", exc.detail)
+        finally:
+            self._writing = set()
         for o in outcomes:
             if o.status == EvalStatus.BLOCKED:
                 log.info(
@@ -97,7 +125,6 @@ class Evaluator:
                     o.failures,
                     extra={"eval_id": o.evaluation.id},
                 )
-        return len(evals)
 
     def _plan(
         self, snapshot: ClusterSnapshot, job: Job, allocs: list[Allocation], ev: Evaluation

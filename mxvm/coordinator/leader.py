@@ -92,15 +92,19 @@ class LeaderLoop:
     async def _evaluate(self, epoch: int, stop: asyncio.Event) -> None:
         evaluator = Evaluator(self.coord.planner, epoch)
         wake = self.coord.watch.eval_wakeup
-        while not stop.is_set():
-            wake.clear()
-            try:
-                if await evaluator.run_once():
-                    continue  # there may be more ready
-            except BackendUnavailable as exc:
-                log.warning("evaluator.backend_unavailable %s", exc.detail)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.settings.eval_poll_interval_s)
+        try:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    if await evaluator.run_once():
+                        continue  # there may be more ready
+                except BackendUnavailable as exc:
+                    log.warning("evaluator.backend_unavailable %s", exc.detail)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.settings.eval_poll_interval_s)
+        finally:
+            # Also when leadership is lost: these plans were committed under our epoch.
+            await evaluator.outcomes_written()
 
     async def _reap(self, stop: asyncio.Event) -> None:
         reaper = Reaper(self.coord.store, self.coord.leases, self.settings.heartbeat_ttl_s)

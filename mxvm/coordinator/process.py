@@ -22,6 +22,9 @@ from mxvm.store import Store, listen
 log = logging.getLogger(__name__)
 
 
+PLANNER_CONNECTIONS = 4
+
+
 @asynccontextmanager
 async def open_coordinator(settings: CoordinatorSettings) -> AsyncIterator[Coordinator]:
     if not settings.database_url or not settings.redis_url:
@@ -31,17 +34,17 @@ async def open_coordinator(settings: CoordinatorSettings) -> AsyncIterator[Coord
         pool_max=settings.db_pool_max,
         timeout_s=settings.backend_timeout_s,
     )
-    # The evaluator's own connections (three: it reads jobs, allocations and the snapshot at
-    # once): a burst of API requests queueing for the shared pool must not hold up placing
-    # the jobs they submit.
+    # The evaluator's own connections (four: it reads jobs, allocations and the snapshot at
+    # once while the previous batch's outcomes are written): a burst of API requests queueing
+    # for the shared pool must not hold up placing the jobs they submit.
     planner = await Store.connect(
-        settings.database_url, pool_max=3, timeout_s=settings.backend_timeout_s
+        settings.database_url, pool_max=PLANNER_CONNECTIONS, timeout_s=settings.backend_timeout_s
     )
     leases = await Leases.connect(settings.redis_url, timeout_s=settings.backend_timeout_s)
     try:
         await _migrate_when_reachable(store)
         await store.db.warm(settings.db_pool_max // 2)
-        await planner.db.warm(3)
+        await planner.db.warm(PLANNER_CONNECTIONS)
         coord = Coordinator(settings, store, leases, NodeWatch(), planner=planner)
         try:
             yield coord
