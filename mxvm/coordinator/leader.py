@@ -100,8 +100,12 @@ class LeaderLoop:
                         continue  # there may be more ready
                 except BackendUnavailable as exc:
                     log.warning("evaluator.backend_unavailable %s", exc.detail)
+                # asyncio.timeout, not wait_for: the wake-up then resumes this task directly,
+                # ahead of the requests whose jobs were just stored (wait_for's extra task
+                # would queue it behind them).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.settings.eval_poll_interval_s)
+                    async with asyncio.timeout(self.settings.eval_poll_interval_s):
+                        await wake.wait()
         finally:
             # Also when leadership is lost: these plans were committed under our epoch.
             await evaluator.outcomes_written()

@@ -62,18 +62,20 @@ class Coordinator:
         self.leader_epoch: int | None = None  # set by the leader loop while we lead
         self.agents = AgentCalls(store)
         self.eval_nudge = Coalesced(store.notify_evaluators, "evaluator")
-        self.submits = SubmitBatcher(store)
+        self.submits = SubmitBatcher(store, on_stored=self._wake_evaluator)
 
     # --- jobs -----------------------------------------------------------------------------
     async def submit_job(self, spec: JobSpec) -> tuple[Job, Evaluation]:
         """Store the job and queue its evaluation. Refused (422) when its memory is below
         the minimum every node that has its image reports (`image.<name>.min_memory_mb`)."""
-        job, ev = await self.submits.submit(spec)
+        job, ev = await self.submits.submit(spec)  # wakes the evaluator (_wake_evaluator)
         log.info("job.submitted %s", job.id, extra={"job_id": job.id, "eval_id": ev.id})
+        return job, ev
+
+    def _wake_evaluator(self) -> None:
         self.watch.wake_evaluator()
         if self.leader_epoch is None:  # the evaluator runs in another coordinator, if any
             self.eval_nudge.trigger()
-        return job, ev
 
     async def stop_job(self, job_id: str) -> tuple[Job, Evaluation | None]:
         job, ev = await self.store.stop_job(job_id)

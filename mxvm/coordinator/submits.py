@@ -11,6 +11,7 @@ InvalidSpec); a failure of the statement itself fails every request of that batc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from mxvm.errors import MxvmError
 from mxvm.models import Evaluation, Job, JobSpec
@@ -20,8 +21,12 @@ MAX_BATCH = 256  # bounds one statement's size; the rest go in the next one
 
 
 class SubmitBatcher:
-    def __init__(self, store: Store) -> None:
+    """`on_stored` runs as soon as a statement has stored jobs, before their requests are
+    answered: the evaluator is woken ahead of writing the responses, not behind them."""
+
+    def __init__(self, store: Store, on_stored: Callable[[], None] = lambda: None) -> None:
         self.store = store
+        self.on_stored = on_stored
         self._queue: list[tuple[JobSpec, asyncio.Future[tuple[Job, Evaluation]]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -42,6 +47,8 @@ class SubmitBatcher:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            if any(not isinstance(r, MxvmError) for r in results):
+                self.on_stored()
             for (_, fut), result in zip(batch, results, strict=True):
                 if fut.done():  # its request was cancelled; the job stays submitted
                     continue
