@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,13 @@ def vmms() -> VmmProcesses[VmRecord]:
 @pytest.fixture
 def vmm() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(ARGV, start_new_session=True)
+    # Popen returns once forked: until the child has exec'd, its command line is still ours.
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:2] != [
+        a.encode() for a in ARGV
+    ]:
+        assert time.monotonic() < deadline, "the stand-in VMM never started"
+        time.sleep(0.005)
     yield proc
     proc.kill()
     proc.wait()
