@@ -75,16 +75,23 @@ def _why_rejected(state: _NodeState | None, placements: list[Allocation]) -> str
     return f"not enough {lack}" if lack else None
 
 
-async def _node_states(conn: Conn, node_ids: list[str]) -> dict[str, _NodeState]:
+async def _fence_and_lock(conn: Conn, epoch: int, node_ids: list[str]) -> dict[str, _NodeState]:
+    """The epoch fence (StaleEpoch), then the nodes locked and their free capacity read."""
+    locked = await conn.fetch(q("plan_lock_nodes"), epoch, node_ids)
+    if locked[0]["fenced"] is None:
+        raise StaleEpoch(epoch, int(await conn.fetchval(q("epoch_get"))))
     states: dict[str, _NodeState] = {}
-    for r in await conn.fetch(q("plan_lock_nodes"), node_ids):
+    for r in locked:
+        if r["id"] is None:  # the plan touches no node
+            continue
         states[r["id"]] = _NodeState(
             ready=r["status"] == "ready" and r["eligibility"] == "eligible",
             free=Resources(cpu_millicores=r["cpu"], memory_mb=r["memory"], disk_mb=r["disk"]),
             devices={d["id"] for d in r["devices"] if d.get("healthy", True)},
             subnet=str(r["subnet"]) if r["subnet"] is not None else None,
         )
-    for r in await conn.fetch(q("plan_node_usage"), list(states)):
+    usage = await conn.fetch(q("plan_node_usage"), list(states)) if states else []
+    for r in usage:
         s = states[r["node_id"]]
         used = Resources(cpu_millicores=r["cpu"], memory_mb=r["memory"], disk_mb=r["disk"])
         s.free = s.free - used
@@ -209,8 +216,7 @@ class PlanStore(StoreBase):
         placements = [a for plan in plans for a in plan.placements]
         by_node = _group(placements)
         async with self.db.transaction() as conn:
-            await _fence(conn, epoch)
-            states = await _node_states(conn, sorted(by_node))
+            states = await _fence_and_lock(conn, epoch, sorted(by_node))
             accepted, ips, rejected = _admit(by_node, states)
             stopped = await _stop(conn, [s for p in plans for s in p.stops])
             touched = {a.node_id for a in accepted} | {r["node_id"] for r in stopped}

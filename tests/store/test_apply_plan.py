@@ -70,11 +70,18 @@ async def test_a_plan_with_an_old_epoch_is_rejected(store: Store) -> None:
     job, ev = await store.create_job(_job_spec())
     await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id), epoch=5)
     assert await store.current_epoch() == 5
+    index = await store.node_alloc_index(node.id)
     stale = Plan(eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id)])
     with pytest.raises(StaleEpoch) as info:
         await store.apply_plan(stale, epoch=4)
     assert info.value.current_epoch == 5
     assert await store.job_allocations(job.id) == []
+    assert await store.node_alloc_index(node.id) == index  # no agent woken for nothing
+    with pytest.raises(StaleEpoch):  # a plan touching no node is fenced just the same
+        await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id), epoch=4)
+    await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=stale.placements), 5)
+    assert len(await store.job_allocations(job.id)) == 1
+    assert await store.node_alloc_index(node.id) == index + 1
 
 
 async def test_a_device_is_never_assigned_twice(store: Store) -> None:

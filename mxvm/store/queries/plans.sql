@@ -7,15 +7,25 @@ SELECT epoch FROM cluster_epoch WHERE id = 1;
 UPDATE cluster_epoch SET epoch = $1 WHERE id = 1 AND epoch <= $1 RETURNING epoch;
 
 -- name: plan_lock_nodes
--- Locks the plan's node rows (and bumps their index, waking their agents' long-polls), so
--- the usage read next sees every committed placement: READ COMMITTED takes a new snapshot
--- per statement, so this must stay a statement of its own.
-UPDATE nodes SET alloc_index = alloc_index + 1
-WHERE id = ANY($1::text[])
-RETURNING id, status, eligibility, devices, subnet,
-          cpu_millicores - reserved_cpu_millicores AS cpu,
-          memory_mb - reserved_memory_mb AS memory,
-          disk_mb - reserved_disk_mb AS disk;
+-- The epoch fence (as epoch_fence, whose row lock serialises plan application cluster-wide)
+-- and, only past it, the plan's node rows locked (their index bumped, waking their agents'
+-- long-polls), in one round trip. The first column says whether the fence held ($1: the
+-- epoch; NULL = a newer leader committed, and nothing is locked); a row per locked node
+-- follows in the other columns (none when the plan touches no node). The usage read next
+-- sees every committed placement: READ COMMITTED takes a new snapshot per statement, so
+-- that read must stay a statement of its own.
+WITH fence AS (
+    UPDATE cluster_epoch SET epoch = $1 WHERE id = 1 AND epoch <= $1 RETURNING epoch
+), locked AS (
+    UPDATE nodes SET alloc_index = alloc_index + 1
+    WHERE id = ANY($2::text[]) AND EXISTS (SELECT 1 FROM fence)
+    RETURNING id, status, eligibility, devices, subnet,
+              cpu_millicores - reserved_cpu_millicores AS cpu,
+              memory_mb - reserved_memory_mb AS memory,
+              disk_mb - reserved_disk_mb AS disk
+)
+SELECT fence.epoch AS fenced, locked.*
+FROM (SELECT 1) AS one LEFT JOIN fence ON true LEFT JOIN locked ON true;
 
 -- name: plan_node_usage
 -- What live allocations take on each node now, and which devices and ports they hold.
