@@ -24,7 +24,8 @@ class AssignedAllocation(BaseModel):
 
 
 class NodeAllocations(BaseModel):
-    """The answer to an agent's long-poll: its desired allocations at `index`."""
+    """The answer to an agent's long-poll: its desired allocations at `index` (without their
+    event history, which only people read: GET /api/v1/allocations/{id} has it)."""
 
     model_config = ConfigDict(extra="forbid")
 

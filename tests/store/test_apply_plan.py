@@ -209,3 +209,24 @@ async def test_a_batch_of_plans_commits_together_and_each_gets_its_result(store:
     assert snap.usage_of(small.id).alloc_count == 0 and not snap.usage_of(small.id).ports
     # The committed one got its IP claim in the same statement.
     assert (await store.get_allocation(p1.placements[1].id)).ip is not None
+
+
+async def test_an_agents_desired_allocations_leave_out_the_event_history(store: Store) -> None:
+    node, _ = await store.register_node(
+        registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    job, ev = await store.create_job(_job_spec())
+    a = _alloc(job.id, node.id)
+    await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)
+    event = {"time": "2026-01-01T00:00:00Z", "type": "running", "message": "up"}
+    report = AllocStatusReport.model_validate(
+        {"alloc_id": a.id, "client_status": "running", "events": [event]}
+    )
+    await store.update_allocation_statuses(node.id, [report])
+    stored = await store.get_allocation(a.id)
+    assert [e.type for e in stored.events] == ["placed", "running"]  # people still see it
+    [desired] = (await store.node_desired(node.id)).allocations
+    assert desired.allocation.events == []
+    # Everything else is the stored allocation, field for field.
+    assert desired.allocation == stored.model_copy(update={"events": []})
+    assert desired.job_name == job.name and desired.task == job.task

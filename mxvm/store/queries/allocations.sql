@@ -20,8 +20,15 @@ SELECT * FROM allocations WHERE node_id = $1 ORDER BY created_at DESC, id;
 -- name: alloc_node_desired
 -- What a node's agent must converge to: every live allocation with its job's spec, and the
 -- node's index, in one statement (one consistent view). No row: no such node; one row with
--- a NULL allocation id: a node with nothing to run.
-SELECT n.alloc_index AS node_index, a.*, j.spec AS job_spec
+-- a NULL allocation id: a node with nothing to run. Without the allocations' event history:
+-- the agent never reads it, and it grows with every transition and restart (a long-poll
+-- answer of 70 allocations was half events).
+SELECT n.alloc_index AS node_index,
+       a.id, a.eval_id, a.job_id, a.job_version, a.node_id, a.name, a.idx, a.desired_status,
+       a.desired_description, a.client_status, a.client_description, a.cpu_millicores,
+       a.memory_mb, a.disk_mb, a.device_ids, a.ports, a.ip, a.exit_code,
+       a.previous_allocation, a.reschedule_attempts, '[]'::jsonb AS events, a.created_at,
+       a.modified_at, j.spec AS job_spec
 FROM nodes n
 LEFT JOIN allocations a ON a.node_id = n.id AND a.live
 LEFT JOIN jobs j ON j.id = a.job_id
