@@ -40,7 +40,8 @@ def vm_dir(run_dir: Path) -> Path:
 
 
 def save(run_dir: Path, record: AllocRecord) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """`run_dir` exists: the runner makes it before the VM starts (a second mkdir here was a
+    tenth of an agent's time per VM start)."""
     save_model(run_dir / RECORD, record)
 
 
