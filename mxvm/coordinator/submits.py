@@ -40,6 +40,10 @@ class SubmitBatcher:
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            # A request cancelled while queued (its client went away) stores nothing.
+            batch = [(spec, fut) for spec, fut in batch if not fut.done()]
+            if not batch:
+                continue
             try:
                 results = await self.store.create_jobs([spec for spec, _ in batch])
             except Exception as exc:  # each waiting request gets it

@@ -85,3 +85,21 @@ async def test_a_failed_statement_fails_each_request_of_its_batch(store: Store) 
     assert all(isinstance(r, Exception) for r in results)
     with pytest.raises(Exception, match="pool is not open"):
         raise results[0]  # type: ignore[misc]
+
+
+async def test_a_submit_cancelled_while_queued_stores_nothing(store: Store) -> None:
+    counting = CountingStore(store)
+    batcher = SubmitBatcher(counting)  # type: ignore[arg-type]
+    first = asyncio.create_task(batcher.submit(_spec("first")))
+    while not counting.batches:
+        await asyncio.sleep(0)
+    gone = asyncio.create_task(batcher.submit(_spec("gone")))
+    kept = asyncio.create_task(batcher.submit(_spec("kept")))
+    await asyncio.sleep(0.05)
+    gone.cancel()  # its client went away while the first statement was in flight
+    counting.release.set()
+    await first
+    job, _ = await kept
+    assert counting.batches == [1, 1]
+    assert sorted(j.name for j in await store.list_jobs()) == ["first", "kept"]
+    assert gone.cancelled() and job.name == "kept"
