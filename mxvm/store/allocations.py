@@ -66,7 +66,7 @@ class AllocationStore(StoreBase):
         for r in recs:
             if r["id"] is None:
                 continue
-            spec = JobSpec.model_validate(r["job_spec"])
+            spec = JobSpec.model_validate_json(r["job_spec"])
             out.append(
                 AssignedAllocation(
                     allocation=rows.allocation(r),
