@@ -14,7 +14,10 @@ from mxvm.models import (
     AllocStop,
     ClientStatus,
     Device,
+    Evaluation,
+    Job,
     JobSpec,
+    Node,
     Plan,
     Resources,
 )
@@ -128,13 +131,19 @@ async def test_ports_and_unknown_devices_are_checked(store: Store) -> None:
     assert r.rejected_nodes == {node.id: "device 0000:99:00.0 is unavailable"}
 
 
-async def test_stops_mark_desired_stop_and_wake_the_node(store: Store) -> None:
+async def _one_placed(store: Store) -> tuple[Node, Job, Evaluation, Allocation]:
+    """A node with one allocation of a fresh job placed on it (epoch 1)."""
     node, _ = await store.register_node(
         registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
     )
     job, ev = await store.create_job(_job_spec())
     a = _alloc(job.id, node.id)
     await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)
+    return node, job, ev, a
+
+
+async def test_stops_mark_desired_stop_and_wake_the_node(store: Store) -> None:
+    node, job, ev, a = await _one_placed(store)
     before = await store.node_alloc_index(node.id)
     stop = Plan(eval_id=ev.id, job_id=job.id, stops=[AllocStop(alloc_id=a.id, description="x")])
     result = await store.apply_plan(stop, 1)
@@ -212,12 +221,7 @@ async def test_a_batch_of_plans_commits_together_and_each_gets_its_result(store:
 
 
 async def test_an_agents_desired_allocations_leave_out_the_event_history(store: Store) -> None:
-    node, _ = await store.register_node(
-        registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
-    )
-    job, ev = await store.create_job(_job_spec())
-    a = _alloc(job.id, node.id)
-    await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)
+    node, job, _, a = await _one_placed(store)
     event = {"time": "2026-01-01T00:00:00Z", "type": "running", "message": "up"}
     report = AllocStatusReport.model_validate(
         {"alloc_id": a.id, "client_status": "running", "events": [event]}
