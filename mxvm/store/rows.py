@@ -47,21 +47,26 @@ def node(r: asyncpg.Record) -> Node:
 
 
 def job(r: asyncpg.Record) -> Job:
-    return job_of(JobSpec.model_validate(r["spec"]), r)
+    # One validation of spec and columns together: validating the spec, dumping it and
+    # validating it again as a Job took 2.5x as long (the evaluator reads a batch's jobs).
+    return Job.model_validate({**r["spec"], **_job_columns(r)})
 
 
 def job_of(spec: JobSpec, r: asyncpg.Record) -> Job:
-    """A job from its spec and its row's other columns."""
-    return Job(
-        **spec.model_dump(),
-        id=r["id"],
-        status=r["status"],
-        status_description=r["status_description"],
-        stop=r["stop"],
-        version=r["version"],
-        created_at=r["created_at"],
-        modified_at=r["modified_at"],
-    )
+    """A job from its (validated) spec and its row's other columns."""
+    return Job(**spec.model_dump(), **_job_columns(r))
+
+
+def _job_columns(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "status": r["status"],
+        "status_description": r["status_description"],
+        "stop": r["stop"],
+        "version": r["version"],
+        "created_at": r["created_at"],
+        "modified_at": r["modified_at"],
+    }
 
 
 def allocation(r: asyncpg.Record) -> Allocation:
