@@ -20,6 +20,10 @@ from mxvm.leases import Leadership
 
 log = logging.getLogger(__name__)
 
+# How long an evaluation round waits for a submit statement in flight (see
+# SubmitBatcher.settled): about one statement's time, so a burst takes one round, not two.
+SUBMITS_SETTLE_S = 0.02
+
 
 class LostLeadership(Exception):
     pass
@@ -96,6 +100,7 @@ class LeaderLoop:
             while not stop.is_set():
                 wake.clear()
                 try:
+                    await self.coord.submits.settled(SUBMITS_SETTLE_S)
                     if await evaluator.run_once():
                         continue  # there may be more ready
                 except BackendUnavailable as exc:

@@ -29,6 +29,15 @@ class SubmitBatcher:
         self.on_stored = on_stored
         self._queue: list[tuple[JobSpec, asyncio.Future[tuple[Job, Evaluation]]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Future[None] | None = None  # done when its statement is
+
+    async def settled(self, timeout_s: float) -> None:
+        """Until the statement in flight now (if any) has stored its jobs, at most
+        `timeout_s`. The evaluator waits for it: woken by a first small batch of a burst, it
+        would otherwise plan that batch alone and leave the rest, stored a few milliseconds
+        later, to a second round."""
+        if self._in_flight is not None and not self._in_flight.done():
+            await asyncio.wait({self._in_flight}, timeout=timeout_s)
 
     async def submit(self, spec: JobSpec) -> tuple[Job, Evaluation]:
         fut: asyncio.Future[tuple[Job, Evaluation]] = asyncio.get_running_loop().create_future()
@@ -44,6 +53,7 @@ class SubmitBatcher:
             batch = [(spec, fut) for spec, fut in batch if not fut.done()]
             if not batch:
                 continue
+            self._in_flight = in_flight = asyncio.get_running_loop().create_future()
             try:
                 results = await self.store.create_jobs([spec for spec, _ in batch])
             except Exception as exc:  # each waiting request gets it
@@ -51,6 +61,8 @@ class SubmitBatcher:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            finally:
+                in_flight.set_result(None)
             if any(not isinstance(r, MxvmError) for r in results):
                 self.on_stored()
             for (_, fut), result in zip(batch, results, strict=True):

@@ -103,3 +103,25 @@ async def test_a_submit_cancelled_while_queued_stores_nothing(store: Store) -> N
     assert counting.batches == [1, 1]
     assert sorted(j.name for j in await store.list_jobs()) == ["first", "kept"]
     assert gone.cancelled() and job.name == "kept"
+
+
+async def test_settled_waits_for_the_statement_in_flight_only(store: Store) -> None:
+    counting = CountingStore(store)
+    batcher = SubmitBatcher(counting)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await batcher.settled(5)  # nothing in flight: at once
+    assert loop.time() - t0 < 1
+    first = asyncio.create_task(batcher.submit(_spec("first")))
+    while not counting.batches:
+        await asyncio.sleep(0)
+    t0 = loop.time()
+    await batcher.settled(0.2)  # held in flight: gives up after its timeout
+    assert 0.15 <= loop.time() - t0 < 2 and not first.done()
+    waiting = asyncio.create_task(batcher.settled(5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    counting.release.set()
+    await asyncio.wait_for(waiting, 5)  # ends once the statement has stored its job
+    assert [j.name for j in await store.list_jobs()] == ["first"]
+    await first
