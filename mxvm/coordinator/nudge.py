@@ -43,6 +43,6 @@ class Coalesced:
                 return
 
     async def wait(self) -> None:
-        """Until no send is in flight (tests, shutdown)."""
+        """Until no send is in flight."""
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)

@@ -40,18 +40,6 @@ async def insert_evaluations(conn: Conn, new: list[NewEvaluation]) -> list[Evalu
 
 
 class EvaluationStore(StoreBase):
-    async def create_evaluation(
-        self,
-        job_id: str,
-        trigger: EvalTrigger,
-        *,
-        node_id: str | None = None,
-        wait_until: datetime | None = None,
-    ) -> Evaluation:
-        async with self.db.transaction() as conn:
-            new = NewEvaluation(job_id, trigger, node_id, wait_until)
-            return (await insert_evaluations(conn, [new]))[0]
-
     async def notify_evaluators(self) -> None:
         """Wake the evaluator of every coordinator (Postgres NOTIFY `mxvm_eval`)."""
         await self.db.execute(q("evals_notify"))
