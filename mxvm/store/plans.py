@@ -189,11 +189,6 @@ def _admit(
     return accepted, ips, rejected
 
 
-async def _fence(conn: Conn, epoch: int) -> None:
-    if await conn.fetchval(q("epoch_fence"), epoch) is None:
-        raise StaleEpoch(epoch, int(await conn.fetchval(q("epoch_get"))))
-
-
 class PlanStore(StoreBase):
     async def current_epoch(self) -> int:
         return int(await self.db.fetchval(q("epoch_get")))
@@ -201,7 +196,7 @@ class PlanStore(StoreBase):
     async def claim_epoch(self, epoch: int) -> None:
         """A new leader records its epoch at once, fencing off every older leader."""
         async with self.db.transaction() as conn:
-            await _fence(conn, epoch)
+            await _fence_and_lock(conn, epoch, [])  # the fence alone: no node to lock
 
     async def apply_plan(self, plan: Plan, epoch: int) -> PlanResult:
         return (await self.apply_plans([plan], epoch))[0]

@@ -1,17 +1,13 @@
 -- name: epoch_get
 SELECT epoch FROM cluster_epoch WHERE id = 1;
 
--- name: epoch_fence
--- Records the plan's epoch unless a newer leader already committed: no row back = stale.
--- The row lock it takes also serialises plan application cluster-wide.
-UPDATE cluster_epoch SET epoch = $1 WHERE id = 1 AND epoch <= $1 RETURNING epoch;
-
 -- name: plan_lock_nodes
--- The epoch fence (as epoch_fence, whose row lock serialises plan application cluster-wide)
--- and, only past it, the plan's node rows locked (their index bumped, waking their agents'
--- long-polls), in one round trip. The first column says whether the fence held ($1: the
--- epoch; NULL = a newer leader committed, and nothing is locked); a row per locked node
--- follows in the other columns (none when the plan touches no node). The usage read next
+-- The epoch fence (it records the plan's epoch unless a newer leader already committed; its
+-- row lock serialises plan application cluster-wide) and, only past it, the plan's node rows
+-- locked (their index bumped, waking their agents' long-polls), in one round trip. The first
+-- column says whether the fence held ($1: the epoch; NULL = a newer leader committed, and
+-- nothing is locked); a row per locked node follows in the other columns (none when the plan
+-- touches no node; a new leader claims its epoch with no node at all). The usage read next
 -- sees every committed placement: READ COMMITTED takes a new snapshot per statement, so
 -- that read must stay a statement of its own.
 WITH fence AS (
