@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 
 from mxvm.cli.main import command, parser
+from tests.fresh_python import fresh_python
 
 
 def _targets(p: argparse.ArgumentParser) -> list[str]:
@@ -32,5 +31,4 @@ def test_the_agent_does_not_import_the_control_plane() -> None:
         "print(sorted(m for m in ('asyncpg', 'redis', 'mxvm.store', 'mxvm.coordinator', "
         "'pynvml') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"

@@ -7,8 +7,6 @@ really has.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +15,7 @@ import pynvml
 import pytest
 
 from mxvm.devices.nvml import NvmlStatus, PynvmlBackend, normalise_bus_id
+from tests.fresh_python import fresh_python
 
 GIB = 1024**3
 
@@ -217,5 +216,4 @@ def test_a_host_without_the_nvml_library_answers_without_loading_pynvml() -> Non
         "s = host_nvml('libnot-there.so.1').query(); "
         "print(s.available, 'pynvml' in sys.modules, s.reason)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False False NVML Shared Library Not Found"
+    assert fresh_python(code) == "False False NVML Shared Library Not Found"

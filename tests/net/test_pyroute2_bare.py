@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-
-def _run(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+from tests.fresh_python import fresh_python
 
 
 def test_mxvm_net_does_not_run_pyroute2s_package_init() -> None:
     code = (
         "import sys, mxvm.net; print('pyroute2.ndb.main' in sys.modules, 'sqlite3' in sys.modules)"
     )
-    assert _run(code) == "False False"
+    assert fresh_python(code) == "False False"
 
 
 def test_a_top_level_pyroute2_name_still_imports_after_mxvm_net() -> None:
@@ -25,9 +19,9 @@ def test_a_top_level_pyroute2_name_still_imports_after_mxvm_net() -> None:
         "import pyroute2\n"
         "print(IPRoute.__name__, NDB.__name__, pyroute2.__version__ != 'unknown')"
     )
-    assert _run(code) == "IPRoute NDB True"
+    assert fresh_python(code) == "IPRoute NDB True"
 
 
 def test_pyroute2_imported_first_is_left_alone() -> None:
     code = "import pyroute2, mxvm.net; print(hasattr(pyroute2, 'IPDB'))"
-    assert _run(code) == "True"
+    assert fresh_python(code) == "True"
