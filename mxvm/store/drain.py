@@ -18,7 +18,7 @@ from mxvm.store import rows
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
 from mxvm.store.evaluations import NewEvaluation, insert_evaluations
-from mxvm.store.jobs import refresh_statuses
+from mxvm.store.job_status import refresh_statuses
 from mxvm.store.queries import q
 
 DRAIN_DESCRIPTION = "node drain"

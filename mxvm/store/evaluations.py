@@ -12,7 +12,7 @@ from mxvm.models import EvalOutcome, EvalTrigger, Evaluation
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
-from mxvm.store.jobs import refresh_statuses
+from mxvm.store.job_status import refresh_statuses
 from mxvm.store.queries import q
 
 

@@ -1,4 +1,4 @@
-"""Jobs: submit and stop (each with its evaluation, in one transaction), and derived status."""
+"""Jobs: submit and stop, each with its evaluation in the same statement or transaction."""
 
 from __future__ import annotations
 
@@ -8,24 +8,11 @@ from collections.abc import Sequence
 import asyncpg
 
 from mxvm.errors import Conflict, InvalidSpec, MxvmError, NotFound
-from mxvm.models import EvalTrigger, Evaluation, Job, JobSpec, JobStatus, JobType
+from mxvm.models import EvalTrigger, Evaluation, Job, JobSpec
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
-from mxvm.store.database import Conn
+from mxvm.store.evaluations import NewEvaluation, insert_evaluations
 from mxvm.store.queries import q
-
-
-def derive_status(
-    job_type: JobType, stop: bool, live: int, total: int, open_evals: int
-) -> JobStatus:
-    if stop:
-        return JobStatus.RUNNING if live else JobStatus.DEAD
-    if live:
-        return JobStatus.RUNNING
-    batchlike = job_type in (JobType.BATCH, JobType.SYSBATCH)
-    if batchlike and total and not open_evals:
-        return JobStatus.COMPLETE
-    return JobStatus.PENDING
 
 
 def _first_evaluation(eval_id: str, row: asyncpg.Record) -> Evaluation:
@@ -108,17 +95,10 @@ class JobStore(StoreBase):
                 if current is None:
                     raise NotFound(f"job {job_id} not found")
                 return rows.job(current), None
-            erow = await conn.fetchrow(
-                q("eval_insert"),
-                str(uuid.uuid4()),
-                job_id,
-                EvalTrigger.JOB_DEREGISTER.value,
-                None,
-                None,
+            [ev] = await insert_evaluations(
+                conn, [NewEvaluation(job_id, EvalTrigger.JOB_DEREGISTER)]
             )
-            await conn.execute(q("evals_notify"))
-        assert erow is not None
-        return rows.job(jrow), rows.evaluation(erow)
+        return rows.job(jrow), ev
 
     async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
         """The jobs that exist among `job_ids`, by id."""
@@ -126,18 +106,3 @@ class JobStore(StoreBase):
 
     async def live_system_job_ids(self) -> list[str]:
         return [r["id"] for r in await self.db.fetch(q("jobs_system_live"))]
-
-
-async def refresh_statuses(conn: Conn, job_ids: list[str]) -> dict[str, JobStatus]:
-    """Re-derive the jobs' statuses from their allocations and evaluations, in two statements
-    whatever their number; call it inside the transaction that changed those inputs."""
-    if not job_ids:
-        return {}
-    out = {
-        r["id"]: derive_status(
-            JobType(r["type"]), r["stop"], r["live"], r["total"], r["open_evals"]
-        )
-        for r in await conn.fetch(q("jobs_status_inputs"), job_ids)
-    }
-    await conn.execute(q("jobs_set_status"), list(out), [s.value for s in out.values()])
-    return out

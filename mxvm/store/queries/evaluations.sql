@@ -1,8 +1,3 @@
--- name: eval_insert
-INSERT INTO evaluations (id, job_id, trigger, node_id, wait_until, status)
-VALUES ($1, $2, $3, $4, $5, 'pending')
-RETURNING *;
-
 -- name: eval_get
 SELECT * FROM evaluations WHERE id = $1;
 
