@@ -49,8 +49,12 @@ async def create_tap(
     name = tap_name(alloc_id)
     info = TapInfo(name=name, mac=mac_address(alloc_id))
     mac = host_tap_mac(alloc_id)
-    reuse = pool is not None and not multi_queue and await rtnl.get_link(name) is None
-    if reuse and pool is not None and await pool.take(rtnl, name, bridge, mac, isolated):
+    if (
+        pool is not None
+        and not multi_queue
+        and await rtnl.get_link(name) is None  # a tap of its own already: re-attach below
+        and await pool.take(rtnl, name, bridge, mac, isolated)
+    ):
         log.info("net.tap_reused tap=%s alloc_id=%s", name, alloc_id, extra={"tap": name})
         return info
     if not tuntap.create_persistent_tap(name, namespace=rtnl.netns, multi_queue=multi_queue):
