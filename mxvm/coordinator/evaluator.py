@@ -62,7 +62,7 @@ class Evaluator:
     async def run_once(self, limit: int = 64) -> int:
         """Process the evaluations that are ready now; returns how many. Their outcomes are
         being written when this returns (`outcomes_written` waits for them)."""
-        writing = set(self._writing)
+        writing = self._writing  # as the read starts (the writer may finish during it)
         ready = await self.store.ready_evaluations(limit + len(writing))
         evals = [ev for ev in ready if ev.id not in writing][:limit]
         if not evals:
