@@ -108,6 +108,15 @@ def agent_settings(c: Cluster, port: int, **kw: Any) -> AgentSettings:
     )
 
 
+def agent_env(c: Cluster, port: int, **settings: str) -> dict[str, str]:
+    """The environment of an agent process (`mxvm agent` or `fake-agent`) for this cluster;
+    `settings` are further MXVM_* variables, named without the prefix."""
+    return {**os.environ, "MXVM_URL": c.url, "MXVM_AGENT_TOKEN": AGENT,
+            "MXVM_STATE_DIR": str(c.tmp / "agent"), "MXVM_API_LISTEN": f"127.0.0.1:{port}",
+            "MXVM_LOG_LEVEL": "WARNING",
+            **{f"MXVM_{k}": v for k, v in settings.items()}}  # fmt: skip
+
+
 @contextlib.asynccontextmanager
 async def agent(
     settings: AgentSettings, drivers: dict[str, Driver], images: Path, net: NodeNetwork | None
@@ -190,11 +199,8 @@ async def fake_agent_process(c: Cluster, port: int) -> AsyncIterator[FakeAgentPr
     images = c.tmp / "images" / "default"
     images.mkdir(parents=True)
     (images / "manifest.json").write_text('{"kernel": "vmlinuz", "min_memory_mb": 128}')
-    env = {**os.environ, "MXVM_URL": c.url, "MXVM_AGENT_TOKEN": AGENT,
-           "MXVM_NODE_NAME": "bench-node", "MXVM_STATE_DIR": str(c.tmp / "agent"),
-           "MXVM_IMAGES_DIR": str(images.parent), "MXVM_API_LISTEN": f"127.0.0.1:{port}",
-           "MXVM_SYSFS_ROOT": str(c.tmp / "no-sysfs"), "MXVM_CPU_OVERCOMMIT": "64",
-           "MXVM_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = agent_env(c, port, NODE_NAME="bench-node", IMAGES_DIR=str(images.parent),
+                    SYSFS_ROOT=str(c.tmp / "no-sysfs"), CPU_OVERCOMMIT="64")  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.orchestrator", "fake-agent", env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -336,10 +342,7 @@ async def rss(vms: int) -> None:
     build_dev_image(default_image_dir())
     bridge = f"mxvmb{secrets.token_hex(3)}"
     async with cluster(18484) as c:
-        env = {**os.environ, "MXVM_URL": c.url, "MXVM_AGENT_TOKEN": AGENT,
-               "MXVM_STATE_DIR": str(c.tmp / "agent"), "MXVM_BRIDGE": bridge,
-               "MXVM_API_LISTEN": "127.0.0.1:18485", "MXVM_LOG_LEVEL": "WARNING",
-               "MXVM_CPU_OVERCOMMIT": "8"}  # fmt: skip
+        env = agent_env(c, 18485, BRIDGE=bridge, CPU_OVERCOMMIT="8")
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mxvm", "agent", env=env)
         try:
             while not await c.api.get("/api/v1/nodes"):
