@@ -171,7 +171,7 @@ class Coordinator:
         applied = await self._apply_reports(node_id, [report])
         if applied.refusals[0] is not None:
             raise applied.refusals[0]
-        return applied.updated[alloc_id]
+        return await self.store.get_allocation(alloc_id)
 
     async def report_allocations(
         self, node_id: str, reports: list[AllocStatusReport]

@@ -109,21 +109,31 @@ class AllocationStore(StoreBase):
                 if merged
                 else []
             )
-            updated = {r["id"]: rows.allocation(r) for r in changed}
             ended = [
-                a
-                for a in updated.values()
-                if a.terminal and ClientStatus(before[a.id]["client_status"]) not in TERMINAL
+                Ended(r["id"], r["job_id"], ClientStatus(r["client_status"]))
+                for r in changed
+                if r["client_status"] in TERMINAL_VALUES
+                and before[r["id"]]["client_status"] not in TERMINAL_VALUES
             ]
             if ended:
                 await conn.execute(q("nodes_bump_index"), [node_id])
-        return ReportsApplied(refusals, updated, ended)
+        return ReportsApplied(refusals, ended)
+
+
+TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
+
+
+class Ended(NamedTuple):
+    """An allocation that a batch of reports made terminal."""
+
+    id: str
+    job_id: str
+    client_status: ClientStatus
 
 
 class ReportsApplied(NamedTuple):
     refusals: list[MxvmError | None]  # per report: None when applied, else why not
-    updated: dict[str, Allocation]  # the allocations as the batch left them
-    ended: list[Allocation]  # those the batch made terminal
+    ended: list[Ended]  # the allocations the batch made terminal
 
 
 def _refusal(

@@ -37,6 +37,8 @@ WHERE n.id = $1
 ORDER BY a.created_at, a.id;
 
 -- name: allocs_update_client
+-- Returns only what the caller acts on (which allocations ended, and their jobs): building
+-- whole allocations, event history included, was most of a status report's cost.
 UPDATE allocations AS a
 SET client_status = u.status, client_description = u.description,
     exit_code = COALESCE(u.exit_code, a.exit_code), events = a.events || u.events::jsonb,
@@ -44,7 +46,7 @@ SET client_status = u.status, client_description = u.description,
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[])
     AS u(id, status, description, exit_code, events)
 WHERE a.id = u.id
-RETURNING a.*;
+RETURNING a.id, a.job_id, a.client_status;
 
 -- name: allocs_mark_lost
 UPDATE allocations
