@@ -112,15 +112,12 @@ class AllocationStore(StoreBase):
             ended = [
                 Ended(r["id"], r["job_id"], ClientStatus(r["client_status"]))
                 for r in changed
-                if r["client_status"] in TERMINAL_VALUES
-                and before[r["id"]]["client_status"] not in TERMINAL_VALUES
+                if ClientStatus(r["client_status"]) in TERMINAL
+                and ClientStatus(before[r["id"]]["client_status"]) not in TERMINAL
             ]
             if ended:
                 await conn.execute(q("nodes_bump_index"), [node_id])
         return ReportsApplied(refusals, ended)
-
-
-TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
 
 class Ended(NamedTuple):
