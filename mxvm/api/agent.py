@@ -39,6 +39,13 @@ async def desired_allocations(request: web.Request) -> web.Response:
     return reply(result)
 
 
+async def allocation_changes(request: web.Request) -> web.Response:
+    index = int(query_number(request, "index", 0, 0, 2**62))
+    wait_s = query_number(request, "wait", 30, 0, MAX_WAIT_S)
+    result = await coordinator(request).node_changes(request.match_info["id"], index, wait_s)
+    return reply(result)
+
+
 async def report_status(request: web.Request) -> web.Response:
     update = await body(request, AllocStatusUpdate)
     alloc = await coordinator(request).report_allocation(

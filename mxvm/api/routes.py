@@ -25,6 +25,7 @@ from mxvm.models import (
     JobSpec,
     Node,
     NodeAllocations,
+    NodeChanges,
     NodeRegistration,
     Registered,
 )
@@ -95,6 +96,13 @@ ROUTES: list[Route] = [
           "agent_allocations", "Long-poll the node's desired allocations (agent)", Scope.AGENT,
           response=NodeAllocations,
           query={"index": "answer once the node's index is above this",
+                 "wait": "seconds to wait at most (default 30)"}),
+    Route("GET", f"{V1}/agent/nodes/{{id}}/allocations/changes", agent.allocation_changes,
+          "agent_allocation_changes", "Long-poll what changed in the node's allocations after "
+          "an index: those allocations in full, and the ids of all live ones (agent)",
+          Scope.AGENT, response=NodeChanges,
+          query={"index": "answer once the node's index is above this, with the allocations "
+                          "that changed after it (all of them from 0)",
                  "wait": "seconds to wait at most (default 30)"}),
     Route("POST", f"{V1}/agent/nodes/{{id}}/allocations/status", agent.report_statuses,
           "agent_report_statuses", "Report several allocations' statuses at once, applied in "

@@ -34,6 +34,7 @@ from mxvm.models import (
     JobSpec,
     Node,
     NodeAllocations,
+    NodeChanges,
     NodeRegistration,
     Registered,
 )
@@ -162,7 +163,15 @@ class Coordinator:
 
     async def node_allocations(self, node_id: str, index: int, wait_s: float) -> NodeAllocations:
         """Long-poll: answer when the node's allocations change past `index`, or at `wait_s`."""
-        return await self.watch.wait_for_node(self.store, node_id, index, wait_s)
+        return await self.watch.wait_for_node(
+            self.store, node_id, index, wait_s, lambda: self.store.node_desired(node_id)
+        )
+
+    async def node_changes(self, node_id: str, index: int, wait_s: float) -> NodeChanges:
+        """Long-poll as node_allocations, answering with what changed after `index`."""
+        return await self.watch.wait_for_node(
+            self.store, node_id, index, wait_s, lambda: self.store.node_changes(node_id, index)
+        )
 
     async def report_allocation(
         self, node_id: str, alloc_id: str, update: AllocStatusUpdate

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from mxvm.models import NodeAllocations
+from mxvm.models import NodeAllocations, NodeChanges
 from mxvm.store import Store
+
+Answer = TypeVar("Answer", NodeAllocations, NodeChanges)
 
 # How often a waiting long-poll re-reads the node's index even without a notification.
 POLL_FALLBACK_S = 5.0
@@ -39,8 +43,15 @@ class NodeWatch:
         self.eval_wakeup.set()
 
     async def wait_for_node(
-        self, store: Store, node_id: str, index: int, wait_s: float
-    ) -> NodeAllocations:
+        self,
+        store: Store,
+        node_id: str,
+        index: int,
+        wait_s: float,
+        read: Callable[[], Awaitable[Answer]],
+    ) -> Answer:
+        """`read()` once the node's index is past `index` (or at `wait_s`): the node's
+        allocations, or what changed in them."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_s)
         ev = asyncio.Event()
@@ -50,14 +61,14 @@ class NodeWatch:
             while True:
                 ev.clear()
                 if notified:  # most likely a change: read the answer straight away
-                    desired = await store.node_desired(node_id)
-                    if desired.index > index:
-                        return desired
+                    answer = await read()
+                    if answer.index > index:
+                        return answer
                 elif await store.node_alloc_index(node_id) > index:
-                    return await store.node_desired(node_id)
+                    return await read()
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return await store.node_desired(node_id)
+                    return await read()
                 try:
                     await asyncio.wait_for(ev.wait(), min(remaining, POLL_FALLBACK_S))
                     notified = True

@@ -5,6 +5,7 @@ from mxvm.models.agent import (
     ExecRequest,
     ExecResult,
     NodeAllocations,
+    NodeChanges,
     Registered,
 )
 from mxvm.models.allocation import (
@@ -86,6 +87,7 @@ __all__ = [
     "JobType",
     "Node",
     "NodeAllocations",
+    "NodeChanges",
     "NodeRegistration",
     "NodeStatus",
     "NodeUsage",

@@ -33,6 +33,20 @@ class NodeAllocations(BaseModel):
     allocations: list[AssignedAllocation]
 
 
+class NodeChanges(BaseModel):
+    """The answer to an agent's long-poll for changes (`changes_only=true`): the allocations
+    that changed after the index it asked from (all of them when it asked from 0), in full,
+    and the ids of every live allocation of the node. A running allocation whose id is not
+    among them is no longer the agent's to run. Each answer costs what changed, not what the
+    node runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    changed: list[AssignedAllocation]
+    live: list[str]
+
+
 class Registered(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

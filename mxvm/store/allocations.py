@@ -18,6 +18,7 @@ from mxvm.models import (
     ClientStatus,
     JobSpec,
     NodeAllocations,
+    NodeChanges,
 )
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
@@ -59,15 +60,31 @@ class AllocationStore(StoreBase):
         return [rows.allocation(r) for r in await self.db.fetch(q("alloc_list_node"), node_id)]
 
     async def node_desired(self, node_id: str) -> NodeAllocations:
-        recs = await self.db.fetch(q("alloc_node_desired"), node_id)
+        """Every live allocation of the node, in full."""
+        index, changed, _ = await self._node_allocations(node_id, 0)
+        return NodeAllocations(index=index, allocations=changed)
+
+    async def node_changes(self, node_id: str, since: int) -> NodeChanges:
+        """The node's live allocations that changed after index `since`, in full, and the
+        ids of all of them."""
+        index, changed, live = await self._node_allocations(node_id, since)
+        return NodeChanges(index=index, changed=changed, live=live)
+
+    async def _node_allocations(
+        self, node_id: str, since: int
+    ) -> tuple[int, list[AssignedAllocation], list[str]]:
+        recs = await self.db.fetch(q("alloc_node_desired"), node_id, since)
         if not recs:
             raise NotFound(f"node {node_id} not found")
-        out = []
+        changed, live = [], []
         for r in recs:
             if r["id"] is None:
                 continue
+            live.append(r["id"])
+            if not r["changed"]:
+                continue
             spec = JobSpec.model_validate_json(r["job_spec"])
-            out.append(
+            changed.append(
                 AssignedAllocation(
                     allocation=rows.allocation(r),
                     job_name=spec.name,
@@ -78,7 +95,7 @@ class AllocationStore(StoreBase):
                     volumes=spec.volumes,
                 )
             )
-        return NodeAllocations(index=int(recs[0]["node_index"]), allocations=out)
+        return int(recs[0]["node_index"]), changed, live
 
     async def update_allocation_statuses(
         self, node_id: str, reports: list[AllocStatusReport]

@@ -149,11 +149,11 @@ async def _insert(
 async def _stop(conn: Conn, stops: list[AllocStop]) -> list[asyncpg.Record]:
     if not stops:
         return []
+    # The statement also bumps the index of the nodes whose agents must act (the caller
+    # notifies them).
     stopped = await conn.fetch(
         q("plan_stop"), [s.alloc_id for s in stops], [s.description for s in stops]
     )
-    # Stops lock no node row up front: bump the index of the nodes whose agents must act.
-    await conn.execute(q("nodes_bump_index"), sorted({r["node_id"] for r in stopped}))
     return list(stopped)
 
 

@@ -131,9 +131,11 @@ SELECT id FROM nodes WHERE id = $1 FOR UPDATE;
 
 -- name: allocs_stop_for_drain
 -- Every allocation on the node that should run, except system / sysbatch jobs' when $2: the
--- agent stops them; the evaluations queued with this place replacements elsewhere.
+-- agent stops them; the evaluations queued with this place replacements elsewhere. The caller
+-- holds the node's row lock and bumps its index next: the stamp is that next index.
 UPDATE allocations AS a
-SET desired_status = 'stop', desired_description = $3, modified_at = now()
+SET desired_status = 'stop', desired_description = $3, modified_at = now(),
+    node_index = (SELECT alloc_index + 1 FROM nodes WHERE id = $1)
 FROM jobs AS j
 WHERE a.node_id = $1 AND a.live AND a.desired_status = 'run' AND j.id = a.job_id
   AND NOT ($2 AND j.type IN ('system', 'sysbatch'))

@@ -53,10 +53,22 @@ LEFT JOIN (
 SELECT count(pg_notify('mxvm_node', p)) FROM unnest($1::text[]) AS p;
 
 -- name: plan_stop
+-- Stops placed allocations, and in the same statement bumps their nodes' index (waking the
+-- agents) and stamps each allocation with its node's new index (allocations.node_index).
+WITH target AS (
+    SELECT a.id, a.node_id, s.description
+    FROM allocations AS a JOIN unnest($1::text[], $2::text[]) AS s(id, description) USING (id)
+    WHERE a.desired_status = 'run'
+), bumped AS (
+    UPDATE nodes SET alloc_index = alloc_index + 1
+    WHERE id IN (SELECT node_id FROM target)
+    RETURNING id, alloc_index
+)
 UPDATE allocations AS a
-SET desired_status = 'stop', desired_description = s.description, modified_at = now()
-FROM unnest($1::text[], $2::text[]) AS s(id, description)
-WHERE a.id = s.id AND a.desired_status = 'run'
+SET desired_status = 'stop', desired_description = t.description, node_index = b.alloc_index,
+    modified_at = now()
+FROM target AS t JOIN bumped AS b ON b.id = t.node_id
+WHERE a.id = t.id AND a.desired_status = 'run'
 RETURNING a.id, a.node_id;
 
 -- name: plan_insert
@@ -67,13 +79,16 @@ WITH allocs AS (
     INSERT INTO allocations (
         id, eval_id, job_id, job_version, node_id, name, idx,
         cpu_millicores, memory_mb, disk_mb, device_ids, ports,
-        previous_allocation, reschedule_attempts, ip, desired_status, client_status, events
+        previous_allocation, reschedule_attempts, ip, desired_status, client_status, events,
+        node_index
     )
     SELECT u.id, u.eval_id, u.job_id, u.job_version, u.node_id, u.name, u.idx,
            u.cpu, u.memory, u.disk, u.device_ids::jsonb, u.ports::jsonb,
            u.previous_allocation, u.reschedule_attempts, u.ip::inet, 'run', 'pending',
            jsonb_build_array(jsonb_build_object(
-               'time', now(), 'type', 'placed', 'message', 'placed on node ' || u.node_id))
+               'time', now(), 'type', 'placed', 'message', 'placed on node ' || u.node_id)),
+           -- plan_lock_nodes bumped (and locked) the node earlier in this transaction
+           (SELECT n.alloc_index FROM nodes AS n WHERE n.id = u.node_id)
     FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::int[],
         $8::int[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[], $14::int[],

@@ -1,0 +1,62 @@
+"""An agent's long-poll for changes: the allocations that changed after its index, in full,
+and the ids of every live one (allocations.node_index, stamped under the node's lock)."""
+
+from __future__ import annotations
+
+from mxvm.models import AllocStatusReport, AllocStop, NodeChanges, Plan
+from mxvm.store import Store
+from tests.store.test_apply_plan import _alloc, _job_spec, _one_placed
+
+
+def _ids(changes: NodeChanges) -> list[str]:
+    return [c.allocation.id for c in changes.changed]
+
+
+async def test_changes_carry_only_what_changed_after_the_index(store: Store) -> None:
+    node, job, ev, a = await _one_placed(store)
+    everything = await store.node_changes(node.id, 0)
+    assert _ids(everything) == [a.id] and everything.live == [a.id]
+    i1 = everything.index
+    assert i1 == await store.node_alloc_index(node.id)
+    quiet = await store.node_changes(node.id, i1)
+    assert quiet.changed == [] and quiet.live == [a.id] and quiet.index == i1
+
+    job2, ev2 = await store.create_job(_job_spec("second"))
+    b = _alloc(job2.id, node.id)
+    await store.apply_plan(Plan(eval_id=ev2.id, job_id=job2.id, placements=[b]), 1)
+    after_b = await store.node_changes(node.id, i1)
+    assert _ids(after_b) == [b.id] and after_b.live == [a.id, b.id] and after_b.index > i1
+    assert after_b.changed[0].job_name == "second" and after_b.changed[0].task == job2.task
+
+    stop = Plan(eval_id=ev.id, job_id=job.id, stops=[AllocStop(alloc_id=a.id, description="x")])
+    await store.apply_plan(stop, 1)
+    after_stop = await store.node_changes(node.id, after_b.index)
+    assert _ids(after_stop) == [a.id] and after_stop.index > after_b.index
+    assert after_stop.changed[0].allocation.desired_status == "stop"
+    assert after_stop.live == [a.id, b.id]  # live until its agent says it ended
+
+    done = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "complete"})
+    await store.update_allocation_statuses(node.id, [done])
+    gone = await store.node_changes(node.id, after_stop.index)
+    assert gone.changed == [] and gone.live == [b.id]  # no longer live: the agent drops it
+    # The full answer is what it was: every live allocation.
+    assert [x.allocation.id for x in (await store.node_desired(node.id)).allocations] == [b.id]
+
+
+async def test_an_index_from_another_incarnation_of_the_node_gets_everything(
+    store: Store,
+) -> None:
+    node, _, _, a = await _one_placed(store)
+    future = await store.node_alloc_index(node.id) + 1000
+    changes = await store.node_changes(node.id, future)
+    assert _ids(changes) == [a.id] and changes.index < future
+
+
+async def test_a_drain_stamps_what_it_stops(store: Store) -> None:
+    node, _, _, a = await _one_placed(store)
+    before = await store.node_alloc_index(node.id)
+    await store.drain_node(node.id, enable=True, ignore_system_jobs=False)
+    changes = await store.node_changes(node.id, before)
+    assert _ids(changes) == [a.id] and changes.index > before
+    assert changes.changed[0].allocation.desired_status == "stop"
+    assert (await store.node_changes(node.id, changes.index)).changed == []
