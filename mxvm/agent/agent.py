@@ -33,7 +33,7 @@ from mxvm.models import (
     DesiredStatus,
     Device,
     Node,
-    NodeAllocations,
+    NodeChanges,
     Registered,
 )
 from mxvm.net import NodeNetwork
@@ -68,6 +68,9 @@ class Agent:
             self.ctx.sysfs_writer = sysfs_writer
         self.devices: list[Device] = []  # as last reported to the coordinator
         self.runners: dict[str, AllocRunner] = {}
+        # Live allocations told to stop before they had a runner, already reported complete:
+        # still live until the coordinator applies that, and no runner will ever exist for them.
+        self._settled: set[str] = set()
         self.node: Node | None = None
         self.heartbeat_s = 5.0
 
@@ -153,7 +156,7 @@ class Agent:
 
     async def _recover(self) -> None:
         """Re-adopt the VMs a previous agent process left running; drop leftovers."""
-        desired = {a.allocation.id: a for a in (await self._poll(0, 0)).allocations}
+        desired = {a.allocation.id: a for a in (await self._poll(0, 0)).changed}
         for run_dir, record in rec.load_all(self.settings.state_dir):
             assigned = desired.get(record.alloc_id)
             if assigned is None:  # ended or lost while we were away: nothing may keep running
@@ -219,44 +222,51 @@ class Agent:
             log.info("agent.devices_reported changed=%s", changed)
             self.devices = devices
 
-    async def _poll(self, index: int, wait_s: float) -> NodeAllocations:
+    async def _poll(self, index: int, wait_s: float) -> NodeChanges:
+        """What changed in this node's allocations after `index` (everything from 0)."""
         assert self.node is not None
         data = await self.api.get(
-            f"/api/v1/agent/nodes/{self.node.id}/allocations", index=index, wait=wait_s
+            f"/api/v1/agent/nodes/{self.node.id}/allocations/changes", index=index, wait=wait_s
         )
-        return NodeAllocations.model_validate(data)
+        return NodeChanges.model_validate(data)
 
     async def _watch(self, stop: asyncio.Event) -> None:
         index = 0
         while not stop.is_set():
             try:
-                desired = await _unless_stopped(self._poll(index, POLL_WAIT_S), stop)
-                if desired is None:
+                changes = await _unless_stopped(self._poll(index, POLL_WAIT_S), stop)
+                if changes is None:
                     return
             except (BackendUnavailable, NotFound) as exc:
                 log.warning("agent.poll_failed %s", exc.detail)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RETRY_S)
                 continue
-            index = desired.index
-            await self.converge(desired)
+            unknown = await self.converge(changes)
+            if unknown:  # a change we never got in full: ask for everything once
+                log.warning("agent.resync unknown live allocations %s", sorted(unknown))
+                index = 0
+            else:
+                index = changes.index
 
-    async def converge(self, desired: NodeAllocations) -> None:
-        """Make what runs here match what the coordinator wants."""
-        wanted = set()
-        for assigned in desired.allocations:
+    async def converge(self, changes: NodeChanges) -> set[str]:
+        """Make what runs here match what the coordinator wants: start or stop what changed,
+        stop what is no longer live. Returns the live allocations this agent knows nothing
+        of (none after an answer from index 0, which carries every one in full)."""
+        wanted = set(changes.live)
+        for assigned in changes.changed:
             a = assigned.allocation
-            wanted.add(a.id)
             runner = self.runners.get(a.id)
             if a.desired_status == DesiredStatus.RUN and runner is None:
                 self._start_runner(AllocRunner(self.ctx, assigned))
             elif a.desired_status == DesiredStatus.STOP and runner is not None:
                 runner.assigned = assigned  # carries the reason for stopping
                 runner.request_stop()
-            elif a.desired_status == DesiredStatus.STOP and runner is None:
+            elif a.desired_status == DesiredStatus.STOP and a.id not in self._settled:
                 update = AllocStatusUpdate(
                     client_status=ClientStatus.COMPLETE, description="stopped before it started"
                 )
+                self._settled.add(a.id)
                 await self.reporter.report(a.id, update)
         for alloc_id, runner in list(self.runners.items()):
             if alloc_id not in wanted:
@@ -264,6 +274,8 @@ class Agent:
                     del self.runners[alloc_id]
                 else:
                     runner.request_stop()
+        self._settled &= wanted
+        return wanted - set(self.runners) - self._settled
 
     def _start_runner(self, runner: AllocRunner) -> None:
         self.runners[runner.alloc_id] = runner

@@ -6,7 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mxvm.hypervisors.fake import FakeDriver
+from mxvm.models import AllocStatusUpdate, DesiredStatus, NodeChanges
 from tests.agent.conftest import agent_settings, fake_image, running_agent
 from tests.harness import Api
 
@@ -127,3 +130,42 @@ async def test_memory_below_the_images_minimum_is_422(api: Api, tmp_path: Path) 
         assert "minimum of 512 MiB" in body["detail"]
         spec["task"]["memory_mb"] = 512
         assert (await api.call("POST", "/api/v1/jobs", json=spec))[0] == 201
+
+
+async def test_an_answer_naming_a_live_allocation_the_agent_never_got_asks_for_all(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long-poll answers carry only what changed: a live allocation the agent has neither a
+    runner nor the details of means it missed a change, and converge names it (the watch
+    loop then asks from index 0, which carries everything). One told to stop before it ever
+    had a runner is reported once, not on every answer."""
+    fake_image(tmp_path / "images")
+    settings = agent_settings(api, tmp_path / "state")
+    async with running_agent(settings, {"fake": FakeDriver()}, tmp_path / "images") as agent:
+        out = await api.ok("POST", "/api/v1/jobs", json=job("svc", type="service"))
+        alloc = await wait_alloc(api, out["job"]["id"], "running")
+        missed = NodeChanges(index=1, changed=[], live=[alloc["id"], "ghost"])
+        assert await agent.converge(missed) == {"ghost"}
+        assert agent.runner(alloc["id"]) is not None  # what it knows is left alone
+
+        [assigned] = (await agent._poll(0, 0)).changed
+        ghost = assigned.model_copy(
+            update={
+                "allocation": assigned.allocation.model_copy(
+                    update={"id": "ghost", "desired_status": DesiredStatus.STOP}
+                )
+            }
+        )
+        reported: list[str] = []
+        real_report = agent.reporter.report
+
+        async def counting(alloc_id: str, update: AllocStatusUpdate) -> None:
+            reported.append(alloc_id)
+            await real_report(alloc_id, update)
+
+        monkeypatch.setattr(agent.reporter, "report", counting)
+        stopped = NodeChanges(index=1, changed=[ghost], live=[alloc["id"], "ghost"])
+        assert await agent.converge(stopped) == set()
+        assert await agent.converge(stopped) == set()
+        assert reported == ["ghost"]
+        assert agent.runner("ghost") is None
