@@ -104,6 +104,10 @@ class AllocationStore(StoreBase):
         checked against the status the earlier reports of the batch left)."""
         ids = sorted({r.alloc_id for r in reports})
         async with self.db.transaction() as conn:
+            # The node first, then its allocations, as plans and drains take them: a batch
+            # that ends an allocation bumps the node's index, and taking the two in the other
+            # order could deadlock with a plan stopping that allocation.
+            await conn.fetchval(q("node_lock"), node_id)
             before = {r["id"]: r for r in await conn.fetch(q("allocs_get_for_update"), ids)}
             status = {i: ClientStatus(r["client_status"]) for i, r in before.items()}
             refusals: list[MxvmError | None] = []

@@ -3,6 +3,10 @@ and the ids of every live one (allocations.node_index, stamped under the node's 
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
+
 from mxvm.models import AllocStatusReport, AllocStop, NodeChanges, Plan
 from mxvm.store import Store
 from tests.store.test_apply_plan import _alloc, _job_spec, _one_placed
@@ -60,3 +64,28 @@ async def test_a_drain_stamps_what_it_stops(store: Store) -> None:
     assert _ids(changes) == [a.id] and changes.index > before
     assert changes.changed[0].allocation.desired_status == "stop"
     assert (await store.node_changes(node.id, changes.index)).changed == []
+
+
+async def test_a_report_batch_takes_the_node_lock_before_its_allocations(
+    store: Store, pg_dsn: str
+) -> None:
+    """Plans and drains lock a node, then its allocations; a report batch that ends an
+    allocation bumps its node too, so it must take the locks in the same order, or a plan
+    stopping that allocation meanwhile deadlocks with it."""
+    node, _, _, a = await _one_placed(store)
+    plan_like = await asyncpg.connect(pg_dsn)
+    try:
+        async with plan_like.transaction():
+            await plan_like.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", node.id)
+            done = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "failed"})
+            report = asyncio.create_task(store.update_allocation_statuses(node.id, [done]))
+            await asyncio.sleep(0.3)  # the batch is under way and waits for the node
+            assert not report.done()
+            # Had the batch locked the allocation first, this would fail at once.
+            await plan_like.execute(
+                "SELECT 1 FROM allocations WHERE id = $1 FOR UPDATE NOWAIT", a.id
+            )
+        applied = await asyncio.wait_for(report, 10)
+    finally:
+        await plan_like.close()
+    assert [e.id for e in applied.ended] == [a.id]

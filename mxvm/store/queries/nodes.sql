@@ -126,7 +126,8 @@ UNION ALL
 SELECT 'jobs' AS kind, status, count(*) AS n FROM jobs GROUP BY status;
 
 -- name: node_lock
--- Serialises a drain with plans (which lock the node row too) and with drain completion.
+-- Serialises a drain or a batch of status reports with plans (which lock the node row too)
+-- and with drain completion. The node row is always locked before its allocations' rows.
 SELECT id FROM nodes WHERE id = $1 FOR UPDATE;
 
 -- name: allocs_stop_for_drain
