@@ -104,10 +104,12 @@ class AllocationStore(StoreBase):
         checked against the status the earlier reports of the batch left)."""
         ids = sorted({r.alloc_id for r in reports})
         async with self.db.transaction() as conn:
-            # The node first, then its allocations, as plans and drains take them: a batch
-            # that ends an allocation bumps the node's index, and taking the two in the other
-            # order could deadlock with a plan stopping that allocation.
-            await conn.fetchval(q("node_lock"), node_id)
+            # A batch that may end an allocation bumps the node's index: it locks the node
+            # first, then the allocations, as plans and drains do (the other order could
+            # deadlock with a plan stopping that allocation). Others leave the node alone, so
+            # the reports of VMs starting never hold up a plan for their node.
+            if any(r.client_status in TERMINAL for r in reports):
+                await conn.fetchval(q("node_lock"), node_id)
             before = {r["id"]: r for r in await conn.fetch(q("allocs_get_for_update"), ids)}
             status = {i: ClientStatus(r["client_status"]) for i, r in before.items()}
             refusals: list[MxvmError | None] = []

@@ -89,3 +89,18 @@ async def test_a_report_batch_takes_the_node_lock_before_its_allocations(
     finally:
         await plan_like.close()
     assert [e.id for e in applied.ended] == [a.id]
+
+
+async def test_reports_that_end_nothing_do_not_wait_for_the_node(store: Store, pg_dsn: str) -> None:
+    """A VM starting is reported while plans for its node commit: only a batch that may end
+    an allocation (and so bump the node) takes the node's lock."""
+    node, _, _, a = await _one_placed(store)
+    plan_like = await asyncpg.connect(pg_dsn)
+    try:
+        async with plan_like.transaction():
+            await plan_like.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", node.id)
+            up = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "running"})
+            applied = await asyncio.wait_for(store.update_allocation_statuses(node.id, [up]), 5)
+    finally:
+        await plan_like.close()
+    assert applied.refusals == [None] and applied.ended == []
