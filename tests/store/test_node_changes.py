@@ -4,6 +4,8 @@ and the ids of every live one (allocations.node_index, stamped under the node's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -66,6 +68,19 @@ async def test_a_drain_stamps_what_it_stops(store: Store) -> None:
     assert (await store.node_changes(node.id, changes.index)).changed == []
 
 
+@contextlib.asynccontextmanager
+async def node_locked(pg_dsn: str, node_id: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another session holding the node's row lock, as a plan or drain committing does;
+    the lock goes when the block ends."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", node_id)
+            yield conn
+    finally:
+        await conn.close()
+
+
 async def test_a_report_batch_takes_the_node_lock_before_its_allocations(
     store: Store, pg_dsn: str
 ) -> None:
@@ -73,21 +88,14 @@ async def test_a_report_batch_takes_the_node_lock_before_its_allocations(
     allocation bumps its node too, so it must take the locks in the same order, or a plan
     stopping that allocation meanwhile deadlocks with it."""
     node, _, _, a = await _one_placed(store)
-    plan_like = await asyncpg.connect(pg_dsn)
-    try:
-        async with plan_like.transaction():
-            await plan_like.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", node.id)
-            done = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "failed"})
-            report = asyncio.create_task(store.update_allocation_statuses(node.id, [done]))
-            await asyncio.sleep(0.3)  # the batch is under way and waits for the node
-            assert not report.done()
-            # Had the batch locked the allocation first, this would fail at once.
-            await plan_like.execute(
-                "SELECT 1 FROM allocations WHERE id = $1 FOR UPDATE NOWAIT", a.id
-            )
-        applied = await asyncio.wait_for(report, 10)
-    finally:
-        await plan_like.close()
+    done = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "failed"})
+    async with node_locked(pg_dsn, node.id) as plan_like:
+        report = asyncio.create_task(store.update_allocation_statuses(node.id, [done]))
+        await asyncio.sleep(0.3)  # the batch is under way and waits for the node
+        assert not report.done()
+        # Had the batch locked the allocation first, this would fail at once.
+        await plan_like.execute("SELECT 1 FROM allocations WHERE id = $1 FOR UPDATE NOWAIT", a.id)
+    applied = await asyncio.wait_for(report, 10)
     assert [e.id for e in applied.ended] == [a.id]
 
 
@@ -95,12 +103,7 @@ async def test_reports_that_end_nothing_do_not_wait_for_the_node(store: Store, p
     """A VM starting is reported while plans for its node commit: only a batch that may end
     an allocation (and so bump the node) takes the node's lock."""
     node, _, _, a = await _one_placed(store)
-    plan_like = await asyncpg.connect(pg_dsn)
-    try:
-        async with plan_like.transaction():
-            await plan_like.execute("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", node.id)
-            up = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "running"})
-            applied = await asyncio.wait_for(store.update_allocation_statuses(node.id, [up]), 5)
-    finally:
-        await plan_like.close()
+    up = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "running"})
+    async with node_locked(pg_dsn, node.id):
+        applied = await asyncio.wait_for(store.update_allocation_statuses(node.id, [up]), 5)
     assert applied.refusals == [None] and applied.ended == []
