@@ -32,18 +32,18 @@ async def heartbeat(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def desired_allocations(request: web.Request) -> web.Response:
+def _long_poll(request: web.Request) -> tuple[str, int, float]:
+    """A long-poll's node, the index it answers past, and how long it may wait."""
     index = int(query_number(request, "index", 0, 0, 2**62))
-    wait_s = query_number(request, "wait", 30, 0, MAX_WAIT_S)
-    result = await coordinator(request).node_allocations(request.match_info["id"], index, wait_s)
-    return reply(result)
+    return request.match_info["id"], index, query_number(request, "wait", 30, 0, MAX_WAIT_S)
+
+
+async def desired_allocations(request: web.Request) -> web.Response:
+    return reply(await coordinator(request).node_allocations(*_long_poll(request)))
 
 
 async def allocation_changes(request: web.Request) -> web.Response:
-    index = int(query_number(request, "index", 0, 0, 2**62))
-    wait_s = query_number(request, "wait", 30, 0, MAX_WAIT_S)
-    result = await coordinator(request).node_changes(request.match_info["id"], index, wait_s)
-    return reply(result)
+    return reply(await coordinator(request).node_changes(*_long_poll(request)))
 
 
 async def report_status(request: web.Request) -> web.Response:

@@ -34,8 +34,8 @@ class NodeAllocations(BaseModel):
 
 
 class NodeChanges(BaseModel):
-    """The answer to an agent's long-poll for changes (`changes_only=true`): the allocations
-    that changed after the index it asked from (all of them when it asked from 0), in full,
+    """The answer to an agent's long-poll for changes (GET .../allocations/changes): the
+    allocations that changed after the index it asked from (all of them from 0), in full,
     and the ids of every live allocation of the node. A running allocation whose id is not
     among them is no longer the agent's to run. Each answer costs what changed, not what the
     node runs."""
