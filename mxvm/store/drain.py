@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from mxvm.errors import NotFound
-from mxvm.models import EvalTrigger, Evaluation, Node
+from mxvm.models import AllocStop, EvalTrigger, Evaluation, Node
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
 from mxvm.store.evaluations import NewEvaluation, insert_evaluations
 from mxvm.store.job_status import refresh_statuses
+from mxvm.store.plans import notify_nodes, stop_allocations
 from mxvm.store.queries import q
 
 DRAIN_DESCRIPTION = "node drain"
@@ -47,12 +48,15 @@ class DrainStore(StoreBase):
                 raise NotFound(f"node {node_id} not found")
             stopped: list[tuple[str, str]] = []
             if enable:
-                recs = await conn.fetch(
-                    q("allocs_stop_for_drain"), node_id, ignore_system_jobs, DRAIN_DESCRIPTION
-                )
-                stopped = [(r["id"], r["job_id"]) for r in recs]
+                # Stopped as a plan stops allocations (node index bumped, each stamped).
+                job_of = {
+                    r["id"]: r["job_id"]
+                    for r in await conn.fetch(q("allocs_to_drain"), node_id, ignore_system_jobs)
+                }
+                stops = [AllocStop(alloc_id=i, description=DRAIN_DESCRIPTION) for i in job_of]
+                stopped = [(r["id"], job_of[r["id"]]) for r in await stop_allocations(conn, stops)]
             if stopped:
-                await conn.execute(q("nodes_bump_index"), [node_id])  # the agent stops them
+                await notify_nodes(conn, [node_id])  # the agent stops them
             row = await conn.fetchrow(q("node_set_drain"), node_id, enable)
             assert row is not None
             job_ids = sorted({job_id for _, job_id in stopped})

@@ -146,11 +146,12 @@ async def _insert(
     )
 
 
-async def _stop(conn: Conn, stops: list[AllocStop]) -> list[asyncpg.Record]:
+async def stop_allocations(conn: Conn, stops: list[AllocStop]) -> list[asyncpg.Record]:
+    """Desired STOP for these allocations (those still to run), their nodes' index bumped
+    and each stamped with it, in one statement; the rows (id, node_id) stopped. The caller
+    wakes the nodes' agents (notify_nodes)."""
     if not stops:
         return []
-    # The statement also bumps the index of the nodes whose agents must act (the caller
-    # notifies them).
     stopped = await conn.fetch(
         q("plan_stop"), [s.alloc_id for s in stops], [s.description for s in stops]
     )
@@ -213,7 +214,7 @@ class PlanStore(StoreBase):
         async with self.db.transaction() as conn:
             states = await _fence_and_lock(conn, epoch, sorted(by_node))
             accepted, ips, rejected = _admit(by_node, states)
-            stopped = await _stop(conn, [s for p in plans for s in p.stops])
+            stopped = await stop_allocations(conn, [s for p in plans for s in p.stops])
             touched = {a.node_id for a in accepted} | {r["node_id"] for r in stopped}
             if accepted:  # the insert statement also sends the notifications
                 await _insert(conn, accepted, ips, notify_payloads(touched))

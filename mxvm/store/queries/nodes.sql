@@ -130,17 +130,14 @@ SELECT 'jobs' AS kind, status, count(*) AS n FROM jobs GROUP BY status;
 -- and with drain completion. The node row is always locked before its allocations' rows.
 SELECT id FROM nodes WHERE id = $1 FOR UPDATE;
 
--- name: allocs_stop_for_drain
+-- name: allocs_to_drain
 -- Every allocation on the node that should run, except system / sysbatch jobs' when $2: the
--- agent stops them; the evaluations queued with this place replacements elsewhere. The caller
--- holds the node's row lock and bumps its index next: the stamp is that next index.
-UPDATE allocations AS a
-SET desired_status = 'stop', desired_description = $3, modified_at = now(),
-    node_index = (SELECT alloc_index + 1 FROM nodes WHERE id = $1)
-FROM jobs AS j
-WHERE a.node_id = $1 AND a.live AND a.desired_status = 'run' AND j.id = a.job_id
+-- drain stops them (plan_stop), and the evaluations queued with it place them elsewhere.
+SELECT a.id, a.job_id
+FROM allocations AS a JOIN jobs AS j ON j.id = a.job_id
+WHERE a.node_id = $1 AND a.live AND a.desired_status = 'run'
   AND NOT ($2 AND j.type IN ('system', 'sysbatch'))
-RETURNING a.id, a.job_id;
+ORDER BY a.id;
 
 -- name: node_set_drain
 -- Enabling marks the node ineligible; draining stays on only while an allocation it stopped
