@@ -3,60 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
 from mxvm.errors import StaleEpoch
 from mxvm.models import (
-    Allocation,
     AllocStatusReport,
     AllocStop,
     ClientStatus,
     Device,
-    Evaluation,
-    Job,
-    JobSpec,
-    Node,
     Plan,
-    Resources,
 )
 from mxvm.store import Store
-from tests.store.conftest import registration
-
-
-def _job_spec(name: str = "train", memory: int = 1024) -> JobSpec:
-    return JobSpec.model_validate(
-        {"name": name, "task": {"argv": ["true"], "memory_mb": memory, "driver": "fake"}}
-    )
-
-
-def _alloc(
-    job_id: str, node_id: str, index: int = 0, memory: int = 1024, **kw: object
-) -> Allocation:
-    return Allocation.model_validate(
-        {
-            "id": str(uuid.uuid4()),
-            "job_id": job_id,
-            "node_id": node_id,
-            "name": f"train[{index}]",
-            "index": index,
-            "resources": Resources(cpu_millicores=1000, memory_mb=1024),
-            **kw,
-        }
-    )
+from tests.store.conftest import job_spec, one_placed, placement, registration
 
 
 async def test_two_plans_racing_for_the_last_slot_exactly_one_commits(store: Store) -> None:
     node, _ = await store.register_node(
         registration("n1", memory=2048), subnet_pool="10.87.0.0/16", subnet_prefix=24
     )
-    job, ev = await store.create_job(_job_spec())
+    job, ev = await store.create_job(job_spec())
     # 1 GiB already used: room for exactly one more 1 GiB allocation.
-    first = Plan(eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id, 0)])
+    first = Plan(eval_id=ev.id, job_id=job.id, placements=[placement(job.id, node.id, 0)])
     assert (await store.apply_plan(first, epoch=1)).committed
     racers = [
-        Plan(eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id, i)]) for i in (1, 2)
+        Plan(eval_id=ev.id, job_id=job.id, placements=[placement(job.id, node.id, i)])
+        for i in (1, 2)
     ]
     results = await asyncio.gather(*(store.apply_plan(p, epoch=1) for p in racers))
     committed = [r for r in results if r.committed]
@@ -70,11 +42,11 @@ async def test_a_plan_with_an_old_epoch_is_rejected(store: Store) -> None:
     node, _ = await store.register_node(
         registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
     )
-    job, ev = await store.create_job(_job_spec())
+    job, ev = await store.create_job(job_spec())
     await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id), epoch=5)
     assert await store.current_epoch() == 5
     index = await store.node_alloc_index(node.id)
-    stale = Plan(eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id)])
+    stale = Plan(eval_id=ev.id, job_id=job.id, placements=[placement(job.id, node.id)])
     with pytest.raises(StaleEpoch) as info:
         await store.apply_plan(stale, epoch=4)
     assert info.value.current_epoch == 5
@@ -94,12 +66,12 @@ async def test_a_device_is_never_assigned_twice(store: Store) -> None:
         subnet_pool="10.87.0.0/16",
         subnet_prefix=24,
     )
-    job, ev = await store.create_job(_job_spec())
+    job, ev = await store.create_job(job_spec())
     plans = [
         Plan(
             eval_id=ev.id,
             job_id=job.id,
-            placements=[_alloc(job.id, node.id, i, device_ids=[gpu.id])],
+            placements=[placement(job.id, node.id, i, device_ids=[gpu.id])],
         )
         for i in range(4)
     ]
@@ -111,7 +83,9 @@ async def test_a_device_is_never_assigned_twice(store: Store) -> None:
         node.id, [AllocStatusReport(alloc_id=holder.id, client_status=ClientStatus.FAILED)]
     )
     again = Plan(
-        eval_id=ev.id, job_id=job.id, placements=[_alloc(job.id, node.id, 9, device_ids=[gpu.id])]
+        eval_id=ev.id,
+        job_id=job.id,
+        placements=[placement(job.id, node.id, 9, device_ids=[gpu.id])],
     )
     assert (await store.apply_plan(again, epoch=1)).committed
 
@@ -120,30 +94,19 @@ async def test_ports_and_unknown_devices_are_checked(store: Store) -> None:
     node, _ = await store.register_node(
         registration("n1", memory=8192), subnet_pool="10.87.0.0/16", subnet_prefix=24
     )
-    job, ev = await store.create_job(_job_spec())
-    a = _alloc(job.id, node.id, 0, ports={"http": 8080})
+    job, ev = await store.create_job(job_spec())
+    a = placement(job.id, node.id, 0, ports={"http": 8080})
     assert (await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)).committed
-    b = _alloc(job.id, node.id, 1, ports={"http": 8080})
+    b = placement(job.id, node.id, 1, ports={"http": 8080})
     r = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[b]), 1)
     assert r.rejected_nodes == {node.id: "port 8080 is taken"}
-    c = _alloc(job.id, node.id, 2, device_ids=["0000:99:00.0"])
+    c = placement(job.id, node.id, 2, device_ids=["0000:99:00.0"])
     r = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[c]), 1)
     assert r.rejected_nodes == {node.id: "device 0000:99:00.0 is unavailable"}
 
 
-async def _one_placed(store: Store) -> tuple[Node, Job, Evaluation, Allocation]:
-    """A node with one allocation of a fresh job placed on it (epoch 1)."""
-    node, _ = await store.register_node(
-        registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
-    )
-    job, ev = await store.create_job(_job_spec())
-    a = _alloc(job.id, node.id)
-    await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)
-    return node, job, ev, a
-
-
 async def test_stops_mark_desired_stop_and_wake_the_node(store: Store) -> None:
-    node, job, ev, a = await _one_placed(store)
+    node, job, ev, a = await one_placed(store)
     before = await store.node_alloc_index(node.id)
     stop = Plan(eval_id=ev.id, job_id=job.id, stops=[AllocStop(alloc_id=a.id, description="x")])
     result = await store.apply_plan(stop, 1)
@@ -173,20 +136,20 @@ async def test_each_allocation_gets_its_own_ip_and_gives_it_back(store: Store) -
         registration("n1", cpu=64000, memory=65536), subnet_pool="10.87.0.0/16", subnet_prefix=29
     )
     assert node.subnet == "10.87.0.0/29"  # hosts .1-.6; .1 is the node's bridge
-    job, ev = await store.create_job(_job_spec())
-    first = [_alloc(job.id, node.id, i) for i in range(3)]
+    job, ev = await store.create_job(job_spec())
+    first = [placement(job.id, node.id, i) for i in range(3)]
     assert (
         await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=first), 1)
     ).committed
     ips = [(await store.get_allocation(a.id)).ip for a in first]
     assert ips == ["10.87.0.2", "10.87.0.3", "10.87.0.4"]
-    too_many = [_alloc(job.id, node.id, i) for i in range(3, 6)]
+    too_many = [placement(job.id, node.id, i) for i in range(3, 6)]
     r = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=too_many), 1)
     assert r.rejected_nodes == {node.id: "no free IP address in the node's subnet"}
     await store.update_allocation_statuses(
         node.id, [AllocStatusReport(alloc_id=first[1].id, client_status=ClientStatus.COMPLETE)]
     )
-    again = _alloc(job.id, node.id, 9)
+    again = placement(job.id, node.id, 9)
     assert (
         await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[again]), 1)
     ).committed
@@ -200,16 +163,16 @@ async def test_a_batch_of_plans_commits_together_and_each_gets_its_result(store:
     big, _ = await store.register_node(
         registration("big", memory=8192), subnet_pool="10.87.0.0/16", subnet_prefix=24
     )
-    job1, ev1 = await store.create_job(_job_spec("one"))
-    job2, ev2 = await store.create_job(_job_spec("two"))
+    job1, ev1 = await store.create_job(job_spec("one"))
+    job2, ev2 = await store.create_job(job_spec("two"))
     # Each plan fits alone, but together they overfill `small`: its node is refused for both.
     p1 = Plan(
         eval_id=ev1.id,
         job_id=job1.id,
-        placements=[_alloc(job1.id, small.id, 0), _alloc(job1.id, big.id, 1)],
+        placements=[placement(job1.id, small.id, 0), placement(job1.id, big.id, 1)],
     )
     p2 = Plan(eval_id=ev2.id, job_id=job2.id,
-              placements=[_alloc(job2.id, small.id, 0, ports={"http": 80})])  # fmt: skip
+              placements=[placement(job2.id, small.id, 0, ports={"http": 80})])  # fmt: skip
     r1, r2 = await store.apply_plans([p1, p2], epoch=1)
     assert r1.committed == [p1.placements[1].id] and r2.committed == []
     assert r1.rejected_nodes == r2.rejected_nodes == {small.id: "not enough memory"}
@@ -221,7 +184,7 @@ async def test_a_batch_of_plans_commits_together_and_each_gets_its_result(store:
 
 
 async def test_an_agents_desired_allocations_leave_out_the_event_history(store: Store) -> None:
-    node, job, _, a = await _one_placed(store)
+    node, job, _, a = await one_placed(store)
     event = {"time": "2026-01-01T00:00:00Z", "type": "running", "message": "up"}
     report = AllocStatusReport.model_validate(
         {"alloc_id": a.id, "client_status": "running", "events": [event]}

@@ -11,7 +11,7 @@ import asyncpg
 
 from mxvm.models import AllocStatusReport, AllocStop, NodeChanges, Plan
 from mxvm.store import Store
-from tests.store.test_apply_plan import _alloc, _job_spec, _one_placed
+from tests.store.conftest import job_spec, one_placed, placement
 
 
 def _ids(changes: NodeChanges) -> list[str]:
@@ -19,7 +19,7 @@ def _ids(changes: NodeChanges) -> list[str]:
 
 
 async def test_changes_carry_only_what_changed_after_the_index(store: Store) -> None:
-    node, job, ev, a = await _one_placed(store)
+    node, job, ev, a = await one_placed(store)
     everything = await store.node_changes(node.id, 0)
     assert _ids(everything) == [a.id] and everything.live == [a.id]
     i1 = everything.index
@@ -27,8 +27,8 @@ async def test_changes_carry_only_what_changed_after_the_index(store: Store) -> 
     quiet = await store.node_changes(node.id, i1)
     assert quiet.changed == [] and quiet.live == [a.id] and quiet.index == i1
 
-    job2, ev2 = await store.create_job(_job_spec("second"))
-    b = _alloc(job2.id, node.id)
+    job2, ev2 = await store.create_job(job_spec("second"))
+    b = placement(job2.id, node.id)
     await store.apply_plan(Plan(eval_id=ev2.id, job_id=job2.id, placements=[b]), 1)
     after_b = await store.node_changes(node.id, i1)
     assert _ids(after_b) == [b.id] and after_b.live == [a.id, b.id] and after_b.index > i1
@@ -52,14 +52,14 @@ async def test_changes_carry_only_what_changed_after_the_index(store: Store) -> 
 async def test_an_index_from_another_incarnation_of_the_node_gets_everything(
     store: Store,
 ) -> None:
-    node, _, _, a = await _one_placed(store)
+    node, _, _, a = await one_placed(store)
     future = await store.node_alloc_index(node.id) + 1000
     changes = await store.node_changes(node.id, future)
     assert _ids(changes) == [a.id] and changes.index < future
 
 
 async def test_a_drain_stamps_what_it_stops(store: Store) -> None:
-    node, _, _, a = await _one_placed(store)
+    node, _, _, a = await one_placed(store)
     before = await store.node_alloc_index(node.id)
     await store.drain_node(node.id, enable=True, ignore_system_jobs=False)
     changes = await store.node_changes(node.id, before)
@@ -87,7 +87,7 @@ async def test_a_report_batch_takes_the_node_lock_before_its_allocations(
     """Plans and drains lock a node, then its allocations; a report batch that ends an
     allocation bumps its node too, so it must take the locks in the same order, or a plan
     stopping that allocation meanwhile deadlocks with it."""
-    node, _, _, a = await _one_placed(store)
+    node, _, _, a = await one_placed(store)
     done = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "failed"})
     async with node_locked(pg_dsn, node.id) as plan_like:
         report = asyncio.create_task(store.update_allocation_statuses(node.id, [done]))
@@ -102,7 +102,7 @@ async def test_a_report_batch_takes_the_node_lock_before_its_allocations(
 async def test_reports_that_end_nothing_do_not_wait_for_the_node(store: Store, pg_dsn: str) -> None:
     """A VM starting is reported while plans for its node commit: only a batch that may end
     an allocation (and so bump the node) takes the node's lock."""
-    node, _, _, a = await _one_placed(store)
+    node, _, _, a = await one_placed(store)
     up = AllocStatusReport.model_validate({"alloc_id": a.id, "client_status": "running"})
     async with node_locked(pg_dsn, node.id):
         applied = await asyncio.wait_for(store.update_allocation_statuses(node.id, [up]), 5)
