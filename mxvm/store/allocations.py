@@ -78,10 +78,10 @@ class AllocationStore(StoreBase):
             raise NotFound(f"node {node_id} not found")
         changed, live = [], []
         for r in recs:
-            if r["id"] is None:
+            if r["live_id"] is None:  # the node runs nothing
                 continue
-            live.append(r["id"])
-            if not r["changed"]:
+            live.append(r["live_id"])
+            if r["id"] is None:  # unchanged since `since`
                 continue
             spec = JobSpec.model_validate_json(r["job_spec"])
             changed.append(
