@@ -53,8 +53,9 @@ LEFT JOIN (
 SELECT count(pg_notify('mxvm_node', p)) FROM unnest($1::text[]) AS p;
 
 -- name: plan_stop
--- Stops placed allocations, and in the same statement bumps their nodes' index (waking the
--- agents) and stamps each allocation with its node's new index (allocations.node_index).
+-- Stops placed allocations (a plan's stops, a node's drain), and in the same statement bumps
+-- their nodes' index and stamps each allocation with it (allocations.node_index), the node
+-- row locked before the allocation's as everywhere; the caller wakes the agents (NOTIFY).
 WITH target AS (
     SELECT a.id, a.node_id, s.description
     FROM allocations AS a JOIN unnest($1::text[], $2::text[]) AS s(id, description) USING (id)
