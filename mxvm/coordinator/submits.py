@@ -11,6 +11,7 @@ InvalidSpec); a failure of the statement itself fails every request of that batc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from mxvm.errors import MxvmError
@@ -29,15 +30,24 @@ class SubmitBatcher:
         self.on_stored = on_stored
         self._queue: list[tuple[JobSpec, asyncio.Future[tuple[Job, Evaluation]]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._in_flight: asyncio.Future[None] | None = None  # done when its statement is
+        self._storing = False  # a statement is in flight
+        self._settle_waiters: list[asyncio.Future[None]] = []  # settled() calls waiting on it
 
     async def settled(self, timeout_s: float) -> None:
         """Until the statement in flight now (if any) has stored its jobs, at most
         `timeout_s`. The evaluator waits for it: woken by a first small batch of a burst, it
         would otherwise plan that batch alone and leave the rest, stored a few milliseconds
         later, to a second round."""
-        if self._in_flight is not None and not self._in_flight.done():
-            await asyncio.wait({self._in_flight}, timeout=timeout_s)
+        if not self._storing:
+            return
+        # A future of its own, set when the statement returns and awaited directly (not
+        # through asyncio.wait, which adds a hop): the caller then resumes ahead of the
+        # requests that statement answers.
+        done = asyncio.get_running_loop().create_future()
+        self._settle_waiters.append(done)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await done
 
     async def submit(self, spec: JobSpec) -> tuple[Job, Evaluation]:
         fut: asyncio.Future[tuple[Job, Evaluation]] = asyncio.get_running_loop().create_future()
@@ -53,7 +63,7 @@ class SubmitBatcher:
             batch = [(spec, fut) for spec, fut in batch if not fut.done()]
             if not batch:
                 continue
-            self._in_flight = in_flight = asyncio.get_running_loop().create_future()
+            self._storing = True
             try:
                 results = await self.store.create_jobs([spec for spec, _ in batch])
             except Exception as exc:  # each waiting request gets it
@@ -62,7 +72,7 @@ class SubmitBatcher:
                         fut.set_exception(exc)
                 continue
             finally:
-                in_flight.set_result(None)
+                self._statement_returned()
             if any(not isinstance(r, MxvmError) for r in results):
                 self.on_stored()
             for (_, fut), result in zip(batch, results, strict=True):
@@ -72,3 +82,10 @@ class SubmitBatcher:
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+    def _statement_returned(self) -> None:
+        self._storing = False
+        waiters, self._settle_waiters = self._settle_waiters, []
+        for done in waiters:
+            if not done.done():  # its wait timed out
+                done.set_result(None)

@@ -125,3 +125,28 @@ async def test_settled_waits_for_the_statement_in_flight_only(store: Store) -> N
     await asyncio.wait_for(waiting, 5)  # ends once the statement has stored its job
     assert [j.name for j in await store.list_jobs()] == ["first"]
     await first
+
+
+async def test_settled_resumes_its_caller_ahead_of_the_requests_it_answers(store: Store) -> None:
+    # The evaluator waits in settled(): it must get the CPU before the statement's requests
+    # write their answers, or a burst's scheduling waits for every response to be sent.
+    counting = CountingStore(store)
+    batcher = SubmitBatcher(counting)  # type: ignore[arg-type]
+    order: list[str] = []
+
+    async def request(name: str) -> None:
+        await batcher.submit(_spec(name))
+        order.append(name)
+
+    async def evaluator() -> None:
+        await batcher.settled(5)
+        order.append("evaluator")
+
+    requests = [asyncio.create_task(request(f"r{i}")) for i in range(5)]
+    while not counting.batches:
+        await asyncio.sleep(0)
+    waiting = asyncio.create_task(evaluator())
+    await asyncio.sleep(0.01)
+    counting.release.set()
+    await asyncio.gather(waiting, *requests)
+    assert order[0] == "evaluator", order
