@@ -28,13 +28,20 @@ import aiohttp
 import psutil
 
 from bench.scheduler import build_cluster, build_jobs
-from mxvm.coordinator.evaluator import record_committed
 from mxvm.embedded import EmbeddedPostgres, EmbeddedRedis
-from mxvm.models import JobSpec, NodeRegistration
+from mxvm.models import ClusterSnapshot, JobSpec, NodeRegistration, Plan, PlanResult
 from mxvm.scheduler import schedule
 from mxvm.store import Store
 
 POOL = "10.0.0.0/8"
+
+
+def record_committed(snapshot: ClusterSnapshot, plan: Plan, result: PlanResult) -> None:
+    """Fold what the store committed into the in-memory snapshot."""
+    committed = set(result.committed)
+    for a in plan.placements:
+        if a.id in committed:
+            snapshot.account(a)
 
 
 async def _setup(store: Store, n_nodes: int, n_jobs: int, count: int) -> list[tuple[str, JobSpec]]:

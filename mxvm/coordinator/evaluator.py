@@ -43,14 +43,6 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-def record_committed(snapshot: ClusterSnapshot, plan: Plan, result: PlanResult) -> None:
-    """Fold what the store committed into the in-memory snapshot."""
-    committed = set(result.committed)
-    for a in plan.placements:
-        if a.id in committed:
-            snapshot.account(a)
-
-
 class Evaluator:
     def __init__(self, store: Store, epoch: int, config: SchedulerConfig | None = None) -> None:
         self.store = store
