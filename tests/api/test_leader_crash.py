@@ -1,6 +1,7 @@
-"""A leader killed with SIGKILL in the middle of a burst of submits: every job a client was
-told about is placed once the standby takes over, and no job gets more allocations than it
-asked for (no work lost, none duplicated).
+"""A leader killed with SIGKILL, in the middle of a burst of submits and between its
+committed plans and their recorded outcomes: every job a client was told about is placed
+once the standby takes over, and no job gets more allocations than it asked for (no work
+lost, none duplicated).
 
 The coordinators are processes of their own here (`mxvm coordinator`), so the kill is a real
 SIGKILL: no shutdown code runs, the connections to Postgres and Redis drop mid-statement, and
