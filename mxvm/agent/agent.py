@@ -21,6 +21,7 @@ from mxvm.agent.passthrough import release_leftovers
 from mxvm.agent.reporter import Reporter
 from mxvm.agent.runner import AllocRunner
 from mxvm.agent.server import create_agent_app
+from mxvm.agent.vm import destroy_leftover_vm
 from mxvm.client import ApiClient
 from mxvm.config import AgentSettings, split_listen
 from mxvm.devices import NvmlBackend
@@ -173,13 +174,7 @@ class Agent:
                 log.info("net.leftovers_removed %s", removed)
 
     async def _discard(self, run_dir: Path, record: rec.AllocRecord) -> None:
-        if record.handle is not None:
-            driver = self.ctx.drivers.get(record.driver)
-            vm_dir = rec.vm_dir(run_dir)
-            handle = await driver.recover(record.alloc_id, vm_dir) if driver else None
-            if driver is not None and handle is not None:
-                log.warning("alloc.orphan_destroyed %s", record.alloc_id)
-                await driver.destroy(handle)
+        await destroy_leftover_vm(self.ctx, record, run_dir)
         rec.remove(run_dir)
 
     # -- loops -----------------------------------------------------------------------------

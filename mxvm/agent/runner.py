@@ -15,13 +15,20 @@ from pathlib import Path
 
 from mxvm.agent import record as rec
 from mxvm.agent.context import AgentContext
-from mxvm.agent.vm import teardown, vm_spec
+from mxvm.agent.vm import destroy_leftover_vm, teardown, vm_spec
 from mxvm.agent.workload import Outcome, supervise_guest, supervise_vm
 from mxvm.errors import MxvmError
 from mxvm.guest.client import ExecResult, GuestClient
 from mxvm.guest.errors import GuestError
 from mxvm.hypervisors.base import VmHandle
-from mxvm.models import AllocEvent, AllocStatusUpdate, AssignedAllocation, ClientStatus, JobType
+from mxvm.models import (
+    AllocEvent,
+    AllocStatusUpdate,
+    AssignedAllocation,
+    ClientStatus,
+    DesiredStatus,
+    JobType,
+)
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0  # TCG boots on a busy host can be slow
@@ -137,7 +144,17 @@ class AllocRunner:
     async def _attempt(self) -> Outcome:
         """Boot a VM, run the main command, supervise it; the VM is torn down afterwards."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Noted before the VM exists: if this agent dies while the VM starts, the next one
+        # finds the record, and with it the VM (destroy_leftover_vm), not a VM nobody knows.
+        self.record.handle = self.record.main_cmd_id = None
+        rec.save(self.run_dir, self.record)
         try:
+            await destroy_leftover_vm(self.ctx, self.record, self.run_dir)
+            # Stopped already (also while no agent ran, for a record a restarted agent found):
+            # no VM to boot.
+            stopped = self.assigned.allocation.desired_status == DesiredStatus.STOP
+            if stopped or self.stop_requested.is_set():
+                return Outcome(code=None, stopped=True)
             spec = await vm_spec(self.ctx, self.assigned, rec.vm_dir(self.run_dir))
             driver = self.ctx.driver(self.record.driver)
             handle = await driver.start(spec)
@@ -145,7 +162,6 @@ class AllocRunner:
             return Outcome(code=None, reason=exc.detail, fatal=True)
         self.attempt = Attempt(handle=handle)
         self.record.handle = handle
-        self.record.main_cmd_id = None
         rec.save(self.run_dir, self.record)
         if not driver.capabilities().guest_agent:
             await self._running("VM started")

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from mxvm.agent import record as rec
 from mxvm.agent.context import AgentContext
 from mxvm.agent.images import resolve_image
 from mxvm.agent.passthrough import bind_devices, release_devices
@@ -79,3 +80,18 @@ async def teardown(ctx: AgentContext, driver_name: str, handle: VmHandle | None,
         except MxvmError as exc:
             log.warning("net.tap_delete_failed %s %s", alloc_id, exc.detail)
     await release_devices(ctx, alloc_id, devices)
+
+
+async def destroy_leftover_vm(ctx: AgentContext, record: rec.AllocRecord, run_dir: Path) -> None:
+    """Destroy the VM an earlier agent process left for this allocation, if one still runs:
+    an orphan (its allocation ended while no agent was here), or one whose start that agent
+    began but died before noting its handle. Such a VM's command never ran (the handle is
+    noted before the command is sent), so nothing is lost; left running, it would hold the
+    allocation's tap and resources, and keep a new VM from starting."""
+    driver = ctx.drivers.get(record.driver)
+    if driver is None:
+        return
+    handle = await driver.recover(record.alloc_id, rec.vm_dir(run_dir))
+    if handle is not None:
+        log.warning("alloc.leftover_vm_destroyed %s pid=%d", record.alloc_id, handle.pid)
+        await driver.destroy(handle)

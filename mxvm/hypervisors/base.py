@@ -57,6 +57,9 @@ class Capabilities(BaseModel):
     )
 
 
+PIDFILE = "vmm.pid"  # in a VM's run dir: the VMM's pid, where the VMM writes one
+
+
 class VmSpec(BaseModel):
     """Everything a driver needs to start one allocation's microVM.
 
@@ -93,7 +96,7 @@ class VmSpec(BaseModel):
 
     @property
     def pidfile(self) -> Path:
-        return self.run_dir / "vmm.pid"
+        return self.run_dir / PIDFILE
 
     @property
     def state_file(self) -> Path:

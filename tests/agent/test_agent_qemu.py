@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ import pytest
 
 from mxvm.agent.agent import Agent
 from mxvm.agent.record import AllocRecord, alloc_dir
+from mxvm.hypervisors.base import VmHandle, VmSpec
 from mxvm.hypervisors.qemu.driver import QemuDriver
 from mxvm.image import build_dev_image, default_image_dir
 from mxvm.net import NodeNetwork
@@ -318,3 +320,61 @@ async def test_agent_killed_with_sigkill_readopts_its_vms(
         if agent.returncode is None:
             agent.terminate()
             await agent.wait()
+
+
+class DiesAfterStarting(QemuDriver):
+    """Starts the VM for real, then never returns: the agent is "killed" right after its VM
+    was spawned, before it could note the VM anywhere."""
+
+    def __init__(self, accel: Literal["kvm", "tcg"]) -> None:
+        super().__init__(accel=accel)
+        self.spawned: asyncio.Future[VmHandle] = asyncio.get_running_loop().create_future()
+
+    async def start(self, spec: VmSpec) -> VmHandle:
+        handle = await super().start(spec)
+        self.spawned.set_result(handle)
+        await asyncio.Event().wait()  # the agent dies here
+        raise AssertionError("unreachable")
+
+
+def qemus_of(alloc_id: str) -> list[int]:
+    """The QEMU processes running for this allocation (its run dir is in their argv)."""
+    return [
+        p.pid
+        for p in psutil.process_iter(["name", "cmdline"])
+        if "qemu-system" in (p.info["name"] or "")
+        and any(alloc_id[:18] in arg for arg in p.info["cmdline"] or [])
+        and vm_alive(p.pid)
+    ]
+
+
+@pytest.mark.parametrize("left", ["recorded by the driver", "only its pidfile"])
+async def test_a_vm_whose_start_the_agent_never_saw_finish_is_replaced_not_doubled(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path, left: str
+) -> None:
+    # The agent died between spawning QEMU and noting the VM: the next agent finds a VM it
+    # has no handle for. Its command never started, so that VM is destroyed and the
+    # allocation booted afresh: one VM per allocation, none leaked, the tap usable again.
+    # "only its pidfile": it died while QEMU was still daemonizing (its pid not yet noted).
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    await qemu()  # the session's accelerator
+    dying = DiesAfterStarting(_ACCEL[0])
+    tick = ["sh", "-c", "while true; do echo tick; sleep 1; done"]
+    async with running_agent(settings, {"qemu": dying}, images, bridge):
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("orphan", tick, type="service"))
+        async with asyncio.timeout(60):
+            orphan = await dying.spawned
+    [a] = await allocs_of(vmapi, out["job"]["id"])
+    assert qemus_of(a["id"]) == [orphan.pid]  # the agent is gone; the VM it started is not
+    if left == "only its pidfile":  # as QEMU's driver notes it before QEMU wrote its pid
+        state = orphan.run_dir / "vm.json"
+        state.write_text(json.dumps({**json.loads(state.read_text()), "pid": 0}))
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge) as agent:
+        [running] = await until(vmapi, out["job"]["id"], "running")
+        pid, _ = vm_of(agent, a["id"])
+        assert running["id"] == a["id"] and pid != orphan.pid
+        assert not vm_alive(orphan.pid)
+        assert qemus_of(a["id"]) == [pid]
+        await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
+        await until(vmapi, out["job"]["id"], "complete")
+    assert qemus_of(a["id"]) == []

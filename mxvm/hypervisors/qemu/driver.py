@@ -20,6 +20,7 @@ from typing import Literal
 
 from mxvm.hypervisors import process
 from mxvm.hypervisors.base import (
+    PIDFILE,
     Capabilities,
     DriverError,
     VmHandle,
@@ -134,10 +135,13 @@ class QemuDriver:
             qemu_binary=self._binary,
             guest_port=self._guest_port,
         )
-        pid = await self._spawn(spec, argv)
+        # Recorded before QEMU runs, its pid still unknown (QEMU writes it to the pidfile as
+        # it daemonizes): an agent killed meanwhile leaves a VM that `recover` still finds.
         record = VmRecord(
-            alloc_id=spec.alloc_id, pid=pid, argv=argv, accel=accel, started_at=datetime.now(UTC)
+            alloc_id=spec.alloc_id, pid=0, argv=argv, accel=accel, started_at=datetime.now(UTC)
         )
+        save_record(spec.run_dir, record)
+        record.pid = pid = await self._spawn(spec, argv)
         save_record(spec.run_dir, record)
         handle = VmHandle(alloc_id=spec.alloc_id, driver=NAME, pid=pid, run_dir=spec.run_dir)
         try:
@@ -210,6 +214,12 @@ class QemuDriver:
     # -- recover, inspect, wait ----------------------------------------------------------
 
     async def recover(self, alloc_id: str, run_dir: Path) -> VmHandle | None:
+        record = load_record(run_dir)
+        if record is not None and record.pid == 0:  # its starter died while QEMU daemonized
+            pid = process.read_pidfile(run_dir / PIDFILE)
+            if pid is not None and process.is_our_process(pid, record.argv):
+                record.pid = pid
+                save_record(run_dir, record)
         return await self._vmm.recover(alloc_id, run_dir, self._query)
 
     async def _ended(self, handle: VmHandle) -> VmStatus:
