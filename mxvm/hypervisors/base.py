@@ -57,9 +57,6 @@ class Capabilities(BaseModel):
     )
 
 
-PIDFILE = "vmm.pid"  # in a VM's run dir: the VMM's pid, where the VMM writes one
-
-
 class VmSpec(BaseModel):
     """Everything a driver needs to start one allocation's microVM.
 
@@ -96,7 +93,7 @@ class VmSpec(BaseModel):
 
     @property
     def pidfile(self) -> Path:
-        return self.run_dir / PIDFILE
+        return self.run_dir / "vmm.pid"
 
     @property
     def state_file(self) -> Path:

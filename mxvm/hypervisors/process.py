@@ -39,6 +39,11 @@ def cmdline(pid: int) -> list[str] | None:
     return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
 
 
+def pids() -> list[int]:
+    """Every process's pid, now."""
+    return [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
+
+
 def is_our_process(pid: int, argv: list[str]) -> bool:
     """The pid runs the exact command line we started (guards against pid reuse)."""
     return is_alive(pid) and cmdline(pid) == argv

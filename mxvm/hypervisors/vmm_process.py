@@ -2,7 +2,9 @@
 
 The QEMU and cloud-hypervisor drivers both spawn their VMM in a new session and write
 `vm.json` (pid + argv) next to its sockets, so that a later agent can tell whether the pid
-still runs the command line we started (pid reuse) and re-adopt it. What follows from
+still runs the command line we started (pid reuse) and re-adopt it. vm.json is written
+before the VMM runs, with pid 0: a VMM whose starter died before learning its pid is then
+found by its command line. What follows from
 that record is the same for both and lives here: refusing a second VM, recover, "is it
 still ours", waiting for the end, SIGKILL with a bound, destroy. How a VMM is asked to
 stop and how an ended VM's verdict is read stay in each driver.
@@ -30,8 +32,7 @@ CONSOLE_CHECK_S = 2.0
 
 
 class PidRecord(Protocol):
-    @property
-    def pid(self) -> int: ...
+    pid: int  # 0 while the VMM is being started (the record is written before it runs)
 
 
 class VmmRecord(PidRecord, Protocol):
@@ -70,6 +71,7 @@ class VmmProcesses(Generic[R]):
     driver: str  # VmHandle.driver
     vmm: str  # the VMM's name in error messages ("QEMU", "cloud-hypervisor")
     load: Callable[[Path], R | None]
+    save: Callable[[Path, R], None]
     is_ours: Callable[[R], bool]  # the record's pid runs the command line we started
     log: logging.Logger
     kill_timeout_s: float
@@ -81,8 +83,20 @@ class VmmProcesses(Generic[R]):
         old = self.load(spec.run_dir)
         if old is not None and self.is_ours(old):
             raise InvalidState(f"allocation {spec.alloc_id} already has a VM (pid {old.pid})")
+        # A VMM noted but never learnt (pid 0) is found by `recover`, which a caller about to
+        # start a VM asks first (the agent's runner does).
         for name in run_files:
             (spec.run_dir / name).unlink(missing_ok=True)
+
+    def _find_unnoted(self, record: R) -> bool:
+        """Fill in the pid of the process `is_ours` recognises as the record's VMM. Our
+        VMMs' command lines name their own run dir, so no other process matches."""
+        for pid in process.pids():
+            record.pid = pid
+            if self.is_ours(record):
+                return True
+        record.pid = 0
+        return False
 
     def record(self, handle: VmHandle) -> R | None:
         return handle_record(handle, self.load)
@@ -106,6 +120,10 @@ class VmmProcesses(Generic[R]):
         record = self.load(run_dir)
         if record is None or record.alloc_id != alloc_id:
             return None
+        if record.pid == 0:  # its starter died before it learnt the VMM's pid
+            if not self._find_unnoted(record):
+                return None
+            self.save(run_dir, record)
         if not self.is_ours(record):
             self.log.info("vm.recover_gone alloc=%s pid=%d", alloc_id, record.pid)
             return None

@@ -348,14 +348,14 @@ def qemus_of(alloc_id: str) -> list[int]:
     ]
 
 
-@pytest.mark.parametrize("left", ["recorded by the driver", "only its pidfile"])
+@pytest.mark.parametrize("left", ["recorded by the driver", "its pid not yet noted"])
 async def test_a_vm_whose_start_the_agent_never_saw_finish_is_replaced_not_doubled(
     vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path, left: str
 ) -> None:
     # The agent died between spawning QEMU and noting the VM: the next agent finds a VM it
     # has no handle for. Its command never started, so that VM is destroyed and the
     # allocation booted afresh: one VM per allocation, none leaked, the tap usable again.
-    # "only its pidfile": it died while QEMU was still daemonizing (its pid not yet noted).
+    # "its pid not yet noted": it died while QEMU was still daemonizing.
     settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
     await qemu()  # the session's accelerator
     dying = DiesAfterStarting(_ACCEL[0])
@@ -366,7 +366,7 @@ async def test_a_vm_whose_start_the_agent_never_saw_finish_is_replaced_not_doubl
             orphan = await dying.spawned
     [a] = await allocs_of(vmapi, out["job"]["id"])
     assert qemus_of(a["id"]) == [orphan.pid]  # the agent is gone; the VM it started is not
-    if left == "only its pidfile":  # as QEMU's driver notes it before QEMU wrote its pid
+    if left == "its pid not yet noted":  # as the driver writes it before QEMU runs
         state = orphan.run_dir / "vm.json"
         state.write_text(json.dumps({**json.loads(state.read_text()), "pid": 0}))
     async with running_agent(settings, {"qemu": await qemu()}, images, bridge) as agent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ def vmms() -> VmmProcesses[VmRecord]:
         driver="test",
         vmm="TESTVMM",
         load=load_record,
+        save=save_record,
         is_ours=lambda r: process.is_our_process(r.pid, r.argv),
         log=logging.getLogger("tests.vmm_process"),
         kill_timeout_s=5.0,
@@ -31,16 +33,21 @@ def vmms() -> VmmProcesses[VmRecord]:
     )
 
 
-@pytest.fixture
-def vmm() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(ARGV, start_new_session=True)
+def started(argv: list[str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(argv, start_new_session=True)
     # Popen returns once forked: until the child has exec'd, its command line is still ours.
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:2] != [
-        a.encode() for a in ARGV
+    while Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:-1] != [
+        a.encode() for a in argv
     ]:
         assert time.monotonic() < deadline, "the stand-in VMM never started"
         time.sleep(0.005)
+    return proc
+
+
+@pytest.fixture
+def vmm() -> Iterator[subprocess.Popen[bytes]]:
+    proc = started(ARGV)
     yield proc
     proc.kill()
     proc.wait()
@@ -171,3 +178,24 @@ async def test_wait_returns_how_it_ended_once_the_vmm_exits(
 
     status = await vmms().wait(handle, crash_reason=lambda log: None, ended=ended)
     assert status.reason == "ended"
+
+
+async def test_recover_finds_a_vmm_whose_pid_was_never_noted(tmp_path: Path) -> None:
+    # The record is written before the VMM runs, with pid 0: a starter killed before it
+    # learnt the pid leaves a VMM that is found by its (unique) command line.
+    argv = ["sleep", f"300.{secrets.randbelow(10**9)}"]
+
+    async def probe(handle: VmHandle) -> None:
+        pass
+
+    save_record(tmp_path, record(0, argv=argv))
+    assert await vmms().recover("a1", tmp_path, probe) is None  # it never ran
+    proc = started(argv)
+    try:
+        handle = await vmms().recover("a1", tmp_path, probe)
+        assert handle == handle_for(proc.pid, tmp_path)
+        noted = load_record(tmp_path)
+        assert noted is not None and noted.pid == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()

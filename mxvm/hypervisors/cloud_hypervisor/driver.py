@@ -76,6 +76,7 @@ class CloudHypervisorDriver:
             driver=NAME,
             vmm="cloud-hypervisor",
             load=load_record,
+            save=save_record,
             is_ours=_is_ours,
             log=log,
             kill_timeout_s=kill_timeout_s,
@@ -102,14 +103,18 @@ class CloudHypervisorDriver:
             raise DriverError(f"{self._binary} is not installed (not found on PATH)")
         self._vmm.prepare_run_dir(spec, (*_RUN_FILES, VMM_LOG, VMM_STDERR))
         argv = build_argv(spec, binary=binary)
-        proc = await self._spawn(spec, argv)
+        # Recorded before the VMM runs (pid 0 until it does): an agent killed meanwhile leaves
+        # a VMM that `recover` still finds, by its command line.
         record = ChvRecord(
             alloc_id=spec.alloc_id,
-            pid=proc.pid,
+            pid=0,
             argv=argv,
             api_socket=spec.run_dir / API_SOCKET,
             started_at=datetime.now(UTC),
         )
+        save_record(spec.run_dir, record)
+        proc = await self._spawn(spec, argv)
+        record.pid = proc.pid
         save_record(spec.run_dir, record)
         handle = VmHandle(alloc_id=spec.alloc_id, driver=NAME, pid=proc.pid, run_dir=spec.run_dir)
         try:

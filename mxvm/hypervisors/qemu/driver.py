@@ -20,7 +20,6 @@ from typing import Literal
 
 from mxvm.hypervisors import process
 from mxvm.hypervisors.base import (
-    PIDFILE,
     Capabilities,
     DriverError,
     VmHandle,
@@ -90,6 +89,7 @@ class QemuDriver:
             driver=NAME,
             vmm="QEMU",
             load=load_record,
+            save=save_record,
             is_ours=_is_ours,
             log=log,
             kill_timeout_s=kill_timeout_s,
@@ -135,8 +135,8 @@ class QemuDriver:
             qemu_binary=self._binary,
             guest_port=self._guest_port,
         )
-        # Recorded before QEMU runs, its pid still unknown (QEMU writes it to the pidfile as
-        # it daemonizes): an agent killed meanwhile leaves a VM that `recover` still finds.
+        # Recorded before QEMU runs, its pid still unknown (QEMU daemonizes): an agent killed
+        # meanwhile leaves a VM that `recover` still finds, by its command line.
         record = VmRecord(
             alloc_id=spec.alloc_id, pid=0, argv=argv, accel=accel, started_at=datetime.now(UTC)
         )
@@ -214,12 +214,6 @@ class QemuDriver:
     # -- recover, inspect, wait ----------------------------------------------------------
 
     async def recover(self, alloc_id: str, run_dir: Path) -> VmHandle | None:
-        record = load_record(run_dir)
-        if record is not None and record.pid == 0:  # its starter died while QEMU daemonized
-            pid = process.read_pidfile(run_dir / PIDFILE)
-            if pid is not None and process.is_our_process(pid, record.argv):
-                record.pid = pid
-                save_record(run_dir, record)
         return await self._vmm.recover(alloc_id, run_dir, self._query)
 
     async def _ended(self, handle: VmHandle) -> VmStatus:

@@ -75,6 +75,16 @@ async def test_recover_from_a_new_driver_instance(
     assert (await restarted.inspect(handle)).state is VmState.RUNNING
 
 
+async def test_recover_finds_a_vmm_whose_starter_died_before_noting_its_pid(
+    started: tuple[CloudHypervisorDriver, VmHandle], spec: VmSpec
+) -> None:
+    _, handle = started
+    # vm.json as the driver writes it just before spawning (an agent killed right then).
+    spec.state_file.write_text(json.dumps({**json.loads(spec.state_file.read_text()), "pid": 0}))
+    assert await new_driver().recover("a1", spec.run_dir) == handle
+    assert json.loads(spec.state_file.read_text())["pid"] == handle.pid
+
+
 async def test_recover_finds_nothing_once_the_vmm_is_gone(
     started: tuple[CloudHypervisorDriver, VmHandle], spec: VmSpec
 ) -> None:
