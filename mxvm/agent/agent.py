@@ -74,6 +74,8 @@ class Agent:
         self._settled: set[str] = set()
         self.node: Node | None = None
         self.heartbeat_s = 5.0
+        self.heartbeat_ttl_s = 15.0  # the coordinator's, from registration
+        self._last_contact = 0.0  # loop time of the last heartbeat the coordinator took
 
     # -- what the agent API sees ----------------------------------------------------------
     def runner(self, alloc_id: str) -> AllocRunner | None:
@@ -103,6 +105,7 @@ class Agent:
                 ready.set()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeats(stop), name="heartbeat")
+                tg.create_task(self._disconnect_fence(stop), name="disconnect-fence")
                 tg.create_task(self._watch(stop), name="watch")
                 tg.create_task(self._device_health(stop), name="device-health")
         finally:
@@ -144,6 +147,8 @@ class Agent:
         self.devices = []
         self.ctx.subnet = out.node.subnet
         self.heartbeat_s = max(0.2, out.heartbeat_ttl_s / 3)
+        self.heartbeat_ttl_s = out.heartbeat_ttl_s
+        self._last_contact = asyncio.get_running_loop().time()
         log.info("agent.registered %s subnet=%s", out.node.id, out.node.subnet)
         return out.node
 
@@ -183,12 +188,35 @@ class Agent:
             assert self.node is not None
             try:
                 await self.api.post(f"/api/v1/agent/nodes/{self.node.id}/heartbeat")
+                self._last_contact = asyncio.get_running_loop().time()
             except NotFound:
                 await self._register()  # the coordinator forgot us (e.g. a new database)
             except BackendUnavailable as exc:
                 log.warning("agent.heartbeat_failed %s", exc.detail)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.heartbeat_s)
+
+    async def _disconnect_fence(self, stop: asyncio.Event) -> None:
+        """Stop the allocations of jobs with on_disconnect='stop' once no heartbeat has got
+        through for half the heartbeat TTL. The coordinator declares the node lost (and
+        replaces them elsewhere) no sooner than a whole TTL after the last heartbeat it took,
+        so with at most a quarter TTL to power off, they are gone before their replacements
+        are placed. A loop of its own: a heartbeat to an unreachable coordinator can hang."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.heartbeat_s / 2)
+            cut_off = loop.time() - self._last_contact
+            if stop.is_set() or cut_off < self.heartbeat_ttl_s / 2:
+                continue
+            why = (
+                f"node lost contact with the coordinator for {cut_off:.1f}s: stopped "
+                "(on_disconnect=stop) before it could be replaced elsewhere"
+            )
+            for runner in self.runners.values():
+                if runner.assigned.on_disconnect == "stop" and runner.fenced is None:
+                    log.warning("alloc.fenced %s %s", runner.alloc_id, why)
+                    runner.fence(why, grace_s=self.heartbeat_ttl_s / 4)
 
     async def _device_health(self, stop: asyncio.Event) -> None:
         """Re-scan the devices every health_interval_s and report any change (a GPU that

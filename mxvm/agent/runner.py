@@ -59,6 +59,7 @@ class AllocRunner:
         self.status = ClientStatus(assigned.allocation.client_status)
         self.task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
+        self.fenced: tuple[str, float] | None = None  # (why, grace) when fence() stopped it
 
     @property
     def log_path(self) -> Path:
@@ -66,6 +67,13 @@ class AllocRunner:
 
     def request_stop(self) -> None:
         self.stop_requested.set()
+
+    def fence(self, reason: str, grace_s: float) -> None:
+        """Stop on the agent's own account (the node lost contact with the coordinator): the
+        allocation fails with `reason`, its VM given at most `grace_s` to power off."""
+        if self.fenced is None and not self.finished.is_set():
+            self.fenced = (reason, grace_s)
+            self.request_stop()
 
     async def exec(
         self, argv: list[str], env: dict[str, str], cwd: str | None, limit_s: float | None
@@ -128,6 +136,7 @@ class AllocRunner:
             self.attempt.handle,
             self.alloc_id,
             self.assigned.allocation.device_ids,  # kept bound across restarts, released here
+            grace_s=self.fenced[1] if self.fenced else None,
         )
         await self._deliver_final(final)
 
@@ -260,7 +269,9 @@ class AllocRunner:
         return await self._attempt()
 
     def _final(self, outcome: Outcome) -> AllocStatusUpdate:
-        if outcome.stopped:
+        if outcome.stopped and self.fenced is not None:
+            status, desc = ClientStatus.FAILED, self.fenced[0]
+        elif outcome.stopped:
             why = self.assigned.allocation.desired_description or "by the coordinator"
             status, desc = ClientStatus.COMPLETE, f"stopped: {why}"
         elif outcome.code == 0:

@@ -63,13 +63,15 @@ async def vm_spec(ctx: AgentContext, assigned: AssignedAllocation, run_dir: Path
 
 
 async def teardown(ctx: AgentContext, driver_name: str, handle: VmHandle | None,
-                   alloc_id: str, devices: Sequence[str] = ()) -> None:  # fmt: skip
-    """Stop (gracefully, then hard) and forget the VM, remove its tap, and give `devices`
-    back to their drivers (only once the VM no longer holds them). Never raises."""
+                   alloc_id: str, devices: Sequence[str] = (),
+                   grace_s: float | None = None) -> None:  # fmt: skip
+    """Stop (gracefully for `grace_s`, by default the agent's stop_grace_s, then hard) and
+    forget the VM, remove its tap, and give `devices` back to their drivers (only once the
+    VM no longer holds them). Never raises."""
     if handle is not None:
         driver = ctx.driver(driver_name)
         try:
-            await driver.stop(handle, ctx.settings.stop_grace_s)
+            await driver.stop(handle, ctx.settings.stop_grace_s if grace_s is None else grace_s)
         except MxvmError as exc:
             log.warning("vm.stop_failed %s %s", alloc_id, exc.detail)
         with contextlib.suppress(MxvmError):

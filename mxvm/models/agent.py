@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from mxvm.models.allocation import Allocation
-from mxvm.models.job import JobType, PortRequest, RestartPolicy, Task, VolumeRequest
+from mxvm.models.job import JobType, OnDisconnect, PortRequest, RestartPolicy, Task, VolumeRequest
 from mxvm.models.node import Node
 
 
@@ -19,6 +19,7 @@ class AssignedAllocation(BaseModel):
     job_type: JobType
     task: Task
     restart: RestartPolicy
+    on_disconnect: OnDisconnect = "keep"
     ports: list[PortRequest] = Field(default_factory=list)
     volumes: list[VolumeRequest] = Field(default_factory=list)
 

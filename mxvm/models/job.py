@@ -117,6 +117,9 @@ class VolumeRequest(BaseModel):
     read_only: bool = False
 
 
+OnDisconnect = Literal["keep", "stop"]
+
+
 class RestartPolicy(BaseModel):
     """Restarts of the VM on the same node, done by the agent."""
 
@@ -175,6 +178,15 @@ class JobSpec(BaseModel):
     volumes: list[VolumeRequest] = Field(default_factory=list)
     restart: RestartPolicy = RestartPolicy()
     reschedule: ReschedulePolicy = ReschedulePolicy()
+    on_disconnect: OnDisconnect = Field(
+        default="keep",
+        description=(
+            "when a node's agent loses contact with the coordinator: 'keep' its VMs running "
+            "(once the node is declared lost they are replaced elsewhere, so two may run until "
+            "contact returns), or 'stop' them before the coordinator can declare the node lost "
+            "(never two at once; the work stops during a partition)"
+        ),
+    )
 
     @field_validator("name")
     @classmethod

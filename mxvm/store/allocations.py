@@ -91,6 +91,7 @@ class AllocationStore(StoreBase):
                     job_type=spec.type,
                     task=spec.task,
                     restart=spec.restart,
+                    on_disconnect=spec.on_disconnect,
                     ports=spec.ports,
                     volumes=spec.volumes,
                 )

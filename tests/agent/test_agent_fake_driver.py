@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,9 @@ import pytest
 
 from mxvm.hypervisors.base import VmHandle, VmSpec
 from mxvm.hypervisors.fake import STATE_FILE, FakeDriver
-from mxvm.models import AllocStatusUpdate, DesiredStatus, NodeChanges
+from mxvm.models import AllocStatusUpdate, ClientStatus, DesiredStatus, NodeChanges
 from tests.agent.conftest import agent_settings, fake_image, running_agent
-from tests.harness import Api
+from tests.harness import Api, running, settings_for
 
 
 def job(name: str, **kw: Any) -> dict[str, Any]:
@@ -209,3 +210,41 @@ async def test_a_vm_started_unnoted_and_stopped_meanwhile_is_destroyed_not_boote
     assert done["id"] == alloc["id"]
     assert not vm_state.exists()  # destroyed
     assert second.starts == 0  # and no VM booted for a stopped allocation
+
+
+async def test_on_disconnect_stop_fences_the_vm_before_the_node_can_be_declared_lost(
+    pg_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    # The coordinator goes away while the agent runs (as in a partition): heartbeats fail.
+    # The job that asked for on_disconnect=stop has its VM stopped before the coordinator
+    # could declare the node lost (a heartbeat TTL, 2 s here) and place a replacement; the
+    # job that did not keeps running.
+    fake_image(tmp_path / "images")
+    driver = FakeDriver()
+    settings = settings_for(pg_dsn, redis_url)
+    coordinator = contextlib.AsyncExitStack()
+    api = await coordinator.enter_async_context(running(settings))
+    try:
+        cfg = agent_settings(api, tmp_path / "state")
+        async with running_agent(cfg, {"fake": driver}, tmp_path / "images") as agent:
+            spec = job("fenced", type="service", on_disconnect="stop")
+            fenced = (await api.ok("POST", "/api/v1/jobs", json=spec))["job"]["id"]
+            kept = await api.ok("POST", "/api/v1/jobs", json=job("kept", type="service"))
+            a_fenced = (await wait_alloc(api, fenced, "running"))["id"]
+            a_kept = (await wait_alloc(api, kept["job"]["id"], "running"))["id"]
+            await asyncio.sleep(0.5)  # a heartbeat got through just now
+            await coordinator.aclose()  # the coordinator is gone; the agent is not
+            loop = asyncio.get_running_loop()
+            cut_at = loop.time()
+            runner = agent.runners[a_fenced]
+            async with asyncio.timeout(10):
+                while a_fenced in driver._vms:  # until destroyed (its report waits for the
+                    await asyncio.sleep(0.02)  # coordinator: `finished` comes later)
+            assert loop.time() - cut_at < settings.heartbeat_ttl_s
+            assert runner.status == ClientStatus.FAILED
+            assert runner.record.final is not None
+            assert "lost contact with the coordinator" in runner.record.final.description
+            await asyncio.sleep(1.0)
+            assert driver._vms[a_kept].ended is None  # still running
+    finally:
+        await coordinator.aclose()
