@@ -10,16 +10,20 @@ from mxvm.models.node import Node
 
 
 class AssignedAllocation(BaseModel):
-    """One allocation a node must run (or stop), with everything needed to run it."""
+    """One allocation a node must run (or stop), with everything needed to run it.
 
-    model_config = ConfigDict(extra="forbid")
+    Agents ignore fields they do not know (a newer coordinator's), and a field added later
+    is left out while it has its default, so an agent older than the field keeps working
+    for every job that does not use it."""
+
+    model_config = ConfigDict(extra="ignore")
 
     allocation: Allocation
     job_name: str
     job_type: JobType
     task: Task
     restart: RestartPolicy
-    on_disconnect: OnDisconnect = "keep"
+    on_disconnect: OnDisconnect = Field(default="keep", exclude_if=lambda v: v == "keep")
     ports: list[PortRequest] = Field(default_factory=list)
     volumes: list[VolumeRequest] = Field(default_factory=list)
 
@@ -28,7 +32,7 @@ class NodeAllocations(BaseModel):
     """The answer to an agent's long-poll: its desired allocations at `index` (without their
     event history, which only people read: GET /api/v1/allocations/{id} has it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see AssignedAllocation
 
     index: int
     allocations: list[AssignedAllocation]
@@ -41,7 +45,7 @@ class NodeChanges(BaseModel):
     among them is no longer the agent's to run. Each answer costs what changed, not what the
     node runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see AssignedAllocation
 
     index: int
     changed: list[AssignedAllocation]

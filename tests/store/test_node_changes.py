@@ -107,3 +107,26 @@ async def test_reports_that_end_nothing_do_not_wait_for_the_node(store: Store, p
     async with node_locked(pg_dsn, node.id):
         applied = await asyncio.wait_for(store.update_allocation_statuses(node.id, [up]), 5)
     assert applied.refusals == [None] and applied.ended == []
+
+
+async def test_the_answer_names_on_disconnect_only_for_jobs_that_ask_to_stop(
+    store: Store,
+) -> None:
+    # Agents from before on_disconnect forbid fields they do not know: while a job keeps
+    # the default, its answer must not carry the field. Agents from now on ignore new ones.
+    node, _, _, kept = await one_placed(store)
+    spec = job_spec("fenced").model_copy(update={"on_disconnect": "stop"})
+    job2, ev2 = await store.create_job(spec)
+    fenced = placement(job2.id, node.id)
+    await store.apply_plan(Plan(eval_id=ev2.id, job_id=job2.id, placements=[fenced]), 1)
+    answer = (await store.node_changes(node.id, 0)).model_dump(mode="json")
+    by_id = {c["allocation"]["id"]: c for c in answer["changed"]}
+    assert "on_disconnect" not in by_id[kept.id]
+    assert by_id[fenced.id]["on_disconnect"] == "stop"
+    answer["changed"][0]["from_a_newer_coordinator"] = True
+    answer["from_a_newer_coordinator"] = True
+    parsed = NodeChanges.model_validate(answer)
+    assert {c.allocation.id: c.on_disconnect for c in parsed.changed} == {
+        kept.id: "keep",
+        fenced.id: "stop",
+    }
