@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from mxvm.agent.context import AgentContext
 from mxvm.agent.vm import destroy_leftover_vm, teardown, vm_spec
 from mxvm.agent.workload import Outcome, supervise_guest, supervise_vm
 from mxvm.errors import MxvmError
-from mxvm.guest.client import ExecResult, GuestClient
+from mxvm.guest.client import ExecResult, GuestClient, RunHandle
 from mxvm.guest.errors import GuestError
 from mxvm.hypervisors.base import VmHandle
 from mxvm.models import (
@@ -184,17 +185,24 @@ class AllocRunner:
             guest = await GuestClient.connect(socket, timeout=30)
             self.attempt.guest = guest
             info = await guest.wait_ready(READY_TIMEOUT_S)
-            run = await guest.run(task.argv, self._env(), task.cwd)
+            run = await self._start_main(guest)
         except GuestError as exc:
             status = await driver.inspect(handle)
             why = (
                 f"guest agent unreachable: {exc.detail} (VM {status.state.value}: {status.reason})"
             )
             return Outcome(code=None, reason=why)
-        self.record.main_cmd_id = run.id
-        rec.save(self.run_dir, self.record)
         await self._running(f"guest ready after {info.boot_s:.2f}s; running {task.argv[0]}")
         return await supervise_guest(driver, handle, run, self.log_path, self.stop_requested)
+
+    async def _start_main(self, guest: GuestClient) -> RunHandle:
+        """Send the guest its main command, noting the command's id first: an agent that dies
+        in between leaves an id the next one asks the guest about, and the next one sends the
+        command only if the guest never got it. So it runs once, whatever dies when."""
+        task = self.assigned.task
+        self.record.main_cmd_id = self.record.main_cmd_id or f"main-{uuid.uuid4().hex[:12]}"
+        rec.save(self.run_dir, self.record)
+        return await guest.run(task.argv, self._env(), task.cwd, cmd_id=self.record.main_cmd_id)
 
     async def _adopt(self, handle: VmHandle) -> Outcome:
         """Re-attach to a VM an earlier agent process started (same pid, still running)."""
@@ -216,10 +224,14 @@ class AllocRunner:
             run = guest.attach(main_id) if main_id else None
             await guest.wait_ready(30)
             st = await guest.status()
+            if st.main_id is None:  # the last agent died before the guest got its command
+                run = await self._start_main(guest)
+                await self._running(f"running {self.assigned.task.argv[0]} (after a restart)")
         except GuestError as exc:
             return Outcome(code=None, reason=f"guest agent unreachable after restart: {exc.detail}")
-        if run is None or st.main_id != main_id:
-            return Outcome(code=None, reason="main command was never started")
+        if run is None or st.main_id not in (None, run.id):
+            why = f"the guest runs a main command this agent has no record of ({st.main_id})"
+            return Outcome(code=None, reason=why)
         if st.main_state == "exited" and st.main_code is not None and run.done:
             return Outcome(code=st.main_code, reason="")
         return await supervise_guest(driver, adopted, run, self.log_path, self.stop_requested)

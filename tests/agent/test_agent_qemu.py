@@ -378,3 +378,33 @@ async def test_a_vm_whose_start_the_agent_never_saw_finish_is_replaced_not_doubl
         await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
         await until(vmapi, out["job"]["id"], "complete")
     assert qemus_of(a["id"]) == []
+
+
+async def test_a_vm_whose_command_was_never_sent_gets_it_from_the_next_agent(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
+) -> None:
+    # The agent died after noting its VM but before sending the guest its command: the next
+    # agent adopts that VM (same pid), asks the guest, and sends the command, once.
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    await qemu()
+    dying = DiesAfterStarting(_ACCEL[0])
+    tick = ["sh", "-c", "echo started once; while true; do sleep 1; done"]
+    async with running_agent(settings, {"qemu": dying}, images, bridge):
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("unsent", tick, type="service"))
+        async with asyncio.timeout(60):
+            vm = await dying.spawned
+    [a] = await allocs_of(vmapi, out["job"]["id"])
+    path = alloc_dir(tmp_path / "state", a["id"]) / "record.json"
+    record = AllocRecord.model_validate_json(path.read_text())
+    path.write_text(record.model_copy(update={"handle": vm}).model_dump_json())  # as noted
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge) as agent:
+        await until(vmapi, out["job"]["id"], "running")
+        assert vm_of(agent, a["id"])[0] == vm.pid and qemus_of(a["id"]) == [vm.pid]
+        async with asyncio.timeout(60):
+            while "started once" not in await logs(vmapi, a["id"]):
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        assert (await logs(vmapi, a["id"])).count("started once") == 1
+        await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
+        await until(vmapi, out["job"]["id"], "complete")
+    assert qemus_of(a["id"]) == []
