@@ -25,6 +25,7 @@ import pytest
 
 from mxvm.agent.agent import Agent
 from mxvm.agent.record import AllocRecord, alloc_dir
+from mxvm.config import AgentSettings
 from mxvm.hypervisors.base import VmHandle, VmSpec
 from mxvm.hypervisors.qemu.driver import QemuDriver
 from mxvm.image import build_dev_image, default_image_dir
@@ -348,6 +349,21 @@ def qemus_of(alloc_id: str) -> list[int]:
     ]
 
 
+async def left_by_a_dying_agent(
+    vmapi: Api, settings: AgentSettings, images: Path, bridge: NodeNetwork, argv: list[str]
+) -> tuple[dict[str, Any], dict[str, Any], VmHandle]:
+    """A service job whose VM an agent started and then died (DiesAfterStarting): the
+    submitted job, its allocation, and the VM left running."""
+    await qemu()  # the session's accelerator
+    dying = DiesAfterStarting(_ACCEL[0])
+    async with running_agent(settings, {"qemu": dying}, images, bridge):
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("left", argv, type="service"))
+        async with asyncio.timeout(60):
+            vm = await dying.spawned
+    [a] = await allocs_of(vmapi, out["job"]["id"])
+    return out, a, vm
+
+
 @pytest.mark.parametrize("left", ["recorded by the driver", "its pid not yet noted"])
 async def test_a_vm_whose_start_the_agent_never_saw_finish_is_replaced_not_doubled(
     vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path, left: str
@@ -357,14 +373,8 @@ async def test_a_vm_whose_start_the_agent_never_saw_finish_is_replaced_not_doubl
     # allocation booted afresh: one VM per allocation, none leaked, the tap usable again.
     # "its pid not yet noted": it died while QEMU was still daemonizing.
     settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
-    await qemu()  # the session's accelerator
-    dying = DiesAfterStarting(_ACCEL[0])
     tick = ["sh", "-c", "while true; do echo tick; sleep 1; done"]
-    async with running_agent(settings, {"qemu": dying}, images, bridge):
-        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("orphan", tick, type="service"))
-        async with asyncio.timeout(60):
-            orphan = await dying.spawned
-    [a] = await allocs_of(vmapi, out["job"]["id"])
+    out, a, orphan = await left_by_a_dying_agent(vmapi, settings, images, bridge, tick)
     assert qemus_of(a["id"]) == [orphan.pid]  # the agent is gone; the VM it started is not
     if left == "its pid not yet noted":  # as the driver writes it before QEMU runs
         state = orphan.run_dir / "vm.json"
@@ -386,14 +396,8 @@ async def test_a_vm_whose_command_was_never_sent_gets_it_from_the_next_agent(
     # The agent died after noting its VM but before sending the guest its command: the next
     # agent adopts that VM (same pid), asks the guest, and sends the command, once.
     settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
-    await qemu()
-    dying = DiesAfterStarting(_ACCEL[0])
     tick = ["sh", "-c", "echo started once; while true; do sleep 1; done"]
-    async with running_agent(settings, {"qemu": dying}, images, bridge):
-        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("unsent", tick, type="service"))
-        async with asyncio.timeout(60):
-            vm = await dying.spawned
-    [a] = await allocs_of(vmapi, out["job"]["id"])
+    out, a, vm = await left_by_a_dying_agent(vmapi, settings, images, bridge, tick)
     path = alloc_dir(tmp_path / "state", a["id"]) / "record.json"
     record = AllocRecord.model_validate_json(path.read_text())
     path.write_text(record.model_copy(update={"handle": vm}).model_dump_json())  # as noted
