@@ -80,23 +80,26 @@ class VmmProcesses(Generic[R]):
     def prepare_run_dir(self, spec: VmSpec, run_files: Iterable[str]) -> None:
         """Refuse a second VM for the allocation; clear what an ended one left behind."""
         spec.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        old = self.load(spec.run_dir)
+        old = self._load(spec.run_dir)
         if old is not None and self.is_ours(old):
             raise InvalidState(f"allocation {spec.alloc_id} already has a VM (pid {old.pid})")
-        # A VMM noted but never learnt (pid 0) is found by `recover`, which a caller about to
-        # start a VM asks first (the agent's runner does).
         for name in run_files:
             (spec.run_dir / name).unlink(missing_ok=True)
 
-    def _find_unnoted(self, record: R) -> bool:
-        """Fill in the pid of the process `is_ours` recognises as the record's VMM. Our
-        VMMs' command lines name their own run dir, so no other process matches."""
+    def _load(self, run_dir: Path) -> R | None:
+        """The run dir's record, with the pid of a VMM whose starter died before learning it
+        (pid 0) filled in: the process `is_ours` recognises. Our VMMs' command lines name
+        their own run dir, so no other process matches."""
+        record = self.load(run_dir)
+        if record is None or record.pid != 0:
+            return record
         for pid in process.pids():
             record.pid = pid
             if self.is_ours(record):
-                return True
+                self.save(run_dir, record)
+                return record
         record.pid = 0
-        return False
+        return record
 
     def record(self, handle: VmHandle) -> R | None:
         return handle_record(handle, self.load)
@@ -117,13 +120,9 @@ class VmmProcesses(Generic[R]):
         `probe` must answer from the VMM's control socket; it raises DriverError for a
         VMM that is alive but mute, and so does recover.
         """
-        record = self.load(run_dir)
+        record = self._load(run_dir)
         if record is None or record.alloc_id != alloc_id:
             return None
-        if record.pid == 0:  # its starter died before it learnt the VMM's pid
-            if not self._find_unnoted(record):
-                return None
-            self.save(run_dir, record)
         if not self.is_ours(record):
             self.log.info("vm.recover_gone alloc=%s pid=%d", alloc_id, record.pid)
             return None

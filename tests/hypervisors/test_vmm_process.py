@@ -180,7 +180,7 @@ async def test_wait_returns_how_it_ended_once_the_vmm_exits(
     assert status.reason == "ended"
 
 
-async def test_recover_finds_a_vmm_whose_pid_was_never_noted(tmp_path: Path) -> None:
+async def test_a_vmm_whose_pid_was_never_noted_is_found_and_not_doubled(tmp_path: Path) -> None:
     # The record is written before the VMM runs, with pid 0: a starter killed before it
     # learnt the pid leaves a VMM that is found by its (unique) command line.
     argv = ["sleep", f"300.{secrets.randbelow(10**9)}"]
@@ -192,6 +192,11 @@ async def test_recover_finds_a_vmm_whose_pid_was_never_noted(tmp_path: Path) -> 
     assert await vmms().recover("a1", tmp_path, probe) is None  # it never ran
     proc = started(argv)
     try:
+        spec = VmSpec(
+            alloc_id="a1", name="t", vcpus=1, memory_mb=256, kernel=Path("/k"), run_dir=tmp_path
+        )
+        with pytest.raises(InvalidState, match=f"already has a VM \\(pid {proc.pid}\\)"):
+            vmms().prepare_run_dir(spec, ["vm.json"])  # no second VM beside it either
         handle = await vmms().recover("a1", tmp_path, probe)
         assert handle == handle_for(proc.pid, tmp_path)
         noted = load_record(tmp_path)
