@@ -69,12 +69,15 @@ class AllocRunner:
     def request_stop(self) -> None:
         self.stop_requested.set()
 
-    def fence(self, reason: str, grace_s: float) -> None:
+    def fence(self, reason: str, grace_s: float) -> bool:
         """Stop on the agent's own account (the node lost contact with the coordinator): the
-        allocation fails with `reason`, its VM given at most `grace_s` to power off."""
-        if self.fenced is None and not self.finished.is_set():
-            self.fenced = (reason, grace_s)
-            self.request_stop()
+        allocation fails with `reason`, its VM given at most `grace_s` to power off. False
+        when it was fenced already or has finished."""
+        if self.fenced is not None or self.finished.is_set():
+            return False
+        self.fenced = (reason, grace_s)
+        self.request_stop()
+        return True
 
     async def exec(
         self, argv: list[str], env: dict[str, str], cwd: str | None, limit_s: float | None
@@ -153,13 +156,18 @@ class AllocRunner:
 
     async def _attempt(self) -> Outcome:
         """Boot a VM, run the main command, supervise it; the VM is torn down afterwards."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True)
+            first = True  # nothing can be left over in a run dir that did not exist
+        except FileExistsError:
+            first = False
         # Noted before the VM exists: if this agent dies while the VM starts, the next one
         # finds the record, and with it the VM (destroy_leftover_vm), not a VM nobody knows.
         self.record.handle = self.record.main_cmd_id = None
         rec.save(self.run_dir, self.record)
         try:
-            await destroy_leftover_vm(self.ctx, self.record, self.run_dir)
+            if not first:
+                await destroy_leftover_vm(self.ctx, self.record, self.run_dir)
             # Stopped already (also while no agent ran, for a record a restarted agent found):
             # no VM to boot.
             stopped = self.assigned.allocation.desired_status == DesiredStatus.STOP
