@@ -214,9 +214,9 @@ class Agent:
                 "(on_disconnect=stop) before it could be replaced elsewhere"
             )
             for runner in self.runners.values():
-                if runner.assigned.on_disconnect == "stop" and runner.fenced is None:
+                stop_it = runner.assigned.on_disconnect == "stop"
+                if stop_it and runner.fence(why, grace_s=self.heartbeat_ttl_s / 4):
                     log.warning("alloc.fenced %s %s", runner.alloc_id, why)
-                    runner.fence(why, grace_s=self.heartbeat_ttl_s / 4)
 
     async def _device_health(self, stop: asyncio.Event) -> None:
         """Re-scan the devices every health_interval_s and report any change (a GPU that
