@@ -13,9 +13,24 @@ from pydantic import SecretStr
 
 from mxvm.agent.agent import Agent
 from mxvm.config import AgentSettings
-from mxvm.hypervisors.base import Driver
+from mxvm.hypervisors.base import Driver, VmHandle, VmSpec
 from mxvm.net import NodeNetwork
 from tests.harness import AGENT, Api, free_port
+
+
+def dies_after_starting(driver: Driver) -> asyncio.Future[VmHandle]:
+    """Make `driver.start` start the VM for real and then never return: the agent "dies"
+    right after its VM was spawned, before it could note it. The future gets that VM."""
+    spawned: asyncio.Future[VmHandle] = asyncio.get_running_loop().create_future()
+    start = driver.start
+
+    async def start_then_die(spec: VmSpec) -> VmHandle:
+        spawned.set_result(await start(spec))
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    driver.start = start_then_die  # type: ignore[method-assign]
+    return spawned
 
 
 def fake_image(image_dir: Path, name: str = "default", min_memory_mb: int = 128) -> None:

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from mxvm.hypervisors.base import VmHandle, VmSpec
 from mxvm.hypervisors.fake import STATE_FILE, FakeDriver
 from mxvm.models import AllocStatusUpdate, ClientStatus, DesiredStatus, NodeChanges
-from tests.agent.conftest import agent_settings, fake_image, running_agent
+from tests.agent.conftest import agent_settings, dies_after_starting, fake_image, running_agent
 from tests.harness import Api, running, settings_for
 
 
@@ -173,29 +172,16 @@ async def test_an_answer_naming_a_live_allocation_the_agent_never_got_asks_for_a
         assert agent.runner("ghost") is None
 
 
-class DiesAfterStarting(FakeDriver):
-    """Starts the VM, then never returns: the agent dies before it notes the VM."""
-
-    def __init__(self) -> None:
-        super().__init__(persist=True)
-        self.spawned = asyncio.Event()
-
-    async def start(self, spec: VmSpec) -> VmHandle:
-        await super().start(spec)
-        self.spawned.set()
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-
 async def test_a_vm_started_unnoted_and_stopped_meanwhile_is_destroyed_not_booted_again(
     api: Api, tmp_path: Path
 ) -> None:
     fake_image(tmp_path / "images")
     settings = agent_settings(api, tmp_path / "state")
-    dying = DiesAfterStarting()
+    dying = FakeDriver(persist=True)
+    spawned = dies_after_starting(dying)
     async with running_agent(settings, {"fake": dying}, tmp_path / "images"):
         out = await api.ok("POST", "/api/v1/jobs", json=job("unnoted", type="service"))
-        await asyncio.wait_for(dying.spawned.wait(), 10)
+        await asyncio.wait_for(spawned, 10)
     [alloc] = await api.ok("GET", f"/api/v1/jobs/{out['job']['id']}/allocations")
     [vm_state] = (tmp_path / "state").rglob(STATE_FILE)  # the VM the dead agent left
     await api.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")  # while no agent runs

@@ -26,11 +26,11 @@ import pytest
 from mxvm.agent.agent import Agent
 from mxvm.agent.record import AllocRecord, alloc_dir
 from mxvm.config import AgentSettings
-from mxvm.hypervisors.base import VmHandle, VmSpec
+from mxvm.hypervisors.base import VmHandle
 from mxvm.hypervisors.qemu.driver import QemuDriver
 from mxvm.image import build_dev_image, default_image_dir
 from mxvm.net import NodeNetwork
-from tests.agent.conftest import agent_settings, running_agent
+from tests.agent.conftest import agent_settings, dies_after_starting, running_agent
 from tests.harness import Api, free_port, running, settings_for
 
 pytestmark = [pytest.mark.vm, pytest.mark.privileged]
@@ -323,21 +323,6 @@ async def test_agent_killed_with_sigkill_readopts_its_vms(
             await agent.wait()
 
 
-class DiesAfterStarting(QemuDriver):
-    """Starts the VM for real, then never returns: the agent is "killed" right after its VM
-    was spawned, before it could note the VM anywhere."""
-
-    def __init__(self, accel: Literal["kvm", "tcg"]) -> None:
-        super().__init__(accel=accel)
-        self.spawned: asyncio.Future[VmHandle] = asyncio.get_running_loop().create_future()
-
-    async def start(self, spec: VmSpec) -> VmHandle:
-        handle = await super().start(spec)
-        self.spawned.set_result(handle)
-        await asyncio.Event().wait()  # the agent dies here
-        raise AssertionError("unreachable")
-
-
 def qemus_of(alloc_id: str) -> list[int]:
     """The QEMU processes running for this allocation (its run dir is in their argv)."""
     return [
@@ -352,14 +337,15 @@ def qemus_of(alloc_id: str) -> list[int]:
 async def left_by_a_dying_agent(
     vmapi: Api, settings: AgentSettings, images: Path, bridge: NodeNetwork, argv: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any], VmHandle]:
-    """A service job whose VM an agent started and then died (DiesAfterStarting): the
+    """A service job whose VM an agent started and then died (dies_after_starting): the
     submitted job, its allocation, and the VM left running."""
     await qemu()  # the session's accelerator
-    dying = DiesAfterStarting(_ACCEL[0])
+    dying = QemuDriver(accel=_ACCEL[0])
+    spawned = dies_after_starting(dying)
     async with running_agent(settings, {"qemu": dying}, images, bridge):
         out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("left", argv, type="service"))
         async with asyncio.timeout(60):
-            vm = await dying.spawned
+            vm = await spawned
     [a] = await allocs_of(vmapi, out["job"]["id"])
     return out, a, vm
 
