@@ -88,6 +88,9 @@ class CoordinatorSettings(_FromEnvAndFile):
     )
     heartbeat_ttl_s: float = Field(default=15.0, gt=0)
     eval_poll_interval_s: float = Field(default=2.0, gt=0)
+    drain_interval_s: float = Field(
+        default=1.0, gt=0, description="how often the leader steps draining nodes' drains along"
+    )
     node_subnet_pool: str = Field(
         default="10.87.0.0/16", description="pool the coordinator carves node subnets from"
     )

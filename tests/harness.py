@@ -78,6 +78,7 @@ def settings_for(db: str, redis: str, **kw: Any) -> CoordinatorSettings:
         "leader_ttl_s": 2.0,
         "heartbeat_ttl_s": 2.0,
         "eval_poll_interval_s": 0.5,
+        "drain_interval_s": 0.2,
         "backend_timeout_s": 2.0,
     }
     base.update(kw)

@@ -35,6 +35,21 @@ def _reads(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """`90`, `90s`, `30m`, `2h` → seconds (argparse type)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 2h)") from None
+    if not seconds >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"a duration must not be negative: {text!r}")
+    return seconds
+
+
 def _sub(parent: Sub, name: str, target: str, help: str) -> argparse.ArgumentParser:
     """A verb whose coroutine is `target` ('module:function', imported when it runs)."""
     p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
@@ -77,6 +92,23 @@ def _node_alloc_verbs(sub: Sub) -> None:
     p.add_argument("id")
     p.add_argument("--disable", action="store_true", help="cancel draining (stays ineligible)")
     p.add_argument("--ignore-system", action="store_true", help="keep system jobs' allocations")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--deadline",
+        type=duration,
+        default=3600.0,
+        help="stop whatever still runs after this long, e.g. 90s, 30m, 2h (default 1h)",
+    )
+    when.add_argument(
+        "--force", dest="deadline", action="store_const", const=0.0, help="stop everything now"
+    )
+    when.add_argument(
+        "--no-deadline",
+        dest="deadline",
+        action="store_const",
+        const=None,
+        help="never force: batch jobs run to their end",
+    )
     alloc = sub.add_parser("alloc", help="inspect allocations").add_subparsers(required=True)
     _reads(_sub(alloc, "ls", "allocs:ls", "list allocations")).add_argument("--job")
     _reads(_sub(alloc, "show", "allocs:show", "show an allocation")).add_argument("id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from mxvm.cli.context import client_from, resolve
 from mxvm.cli.output import age, emit_json, kv, short, table
@@ -29,6 +30,13 @@ async def ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain(node: dict[str, Any]) -> str:
+    if not node["drain"]:
+        return "no"
+    deadline = (node.get("drain_strategy") or {}).get("deadline")
+    return f"draining until {deadline}" if deadline else "draining, no deadline"
+
+
 async def show(args: argparse.Namespace) -> int:
     async with client_from(args) as client:
         node_id = await resolve(client, "nodes", args.id)
@@ -45,7 +53,7 @@ async def show(args: argparse.Namespace) -> int:
                 ("Address", node["address"]),
                 ("Status", node["status"]),
                 ("Eligibility", node["eligibility"]),
-                ("Drain", "draining" if node["drain"] else "no"),
+                ("Drain", _drain(node)),
                 ("Subnet", node["subnet"]),
                 ("Resources", _res(node["resources"])),
                 ("Reserved", _res(node["reserved"])),
@@ -78,7 +86,9 @@ async def eligibility(args: argparse.Namespace) -> int:
 
 
 async def drain(args: argparse.Namespace) -> int:
-    body = {"enable": not args.disable, "ignore_system_jobs": args.ignore_system}
+    body: dict[str, object] = {"enable": not args.disable, "ignore_system_jobs": args.ignore_system}
+    if not args.disable:
+        body["deadline_s"] = args.deadline
     async with client_from(args) as client:
         node_id = await resolve(client, "nodes", args.id)
         out = await client.post(f"/api/v1/nodes/{node_id}/drain", json=body)
@@ -90,6 +100,8 @@ async def drain(args: argparse.Namespace) -> int:
         print(f"node {node['name']}: drain cancelled; it stays {node['eligibility']}")
         return 0
     state = "draining" if node["drain"] else "drained"
-    print(f"node {node['name']} is {state} and {node['eligibility']}")
+    deadline = (node.get("drain_strategy") or {}).get("deadline")
+    until = f" until {deadline}, when whatever is left is stopped" if deadline else ""
+    print(f"node {node['name']} is {state}{until if node['drain'] else ''}; {node['eligibility']}")
     print(f"stopped {len(out['stopped'])} allocation(s); {len(out['evaluations'])} evaluation(s)")
     return 0

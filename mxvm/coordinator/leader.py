@@ -1,8 +1,8 @@
-"""Leader election and the leader-only loops (evaluator, reaper).
+"""Leader election and the leader-only loops (evaluator, reaper, drainer).
 
-Every coordinator runs `LeaderLoop.run`. The one holding the Redis lease runs the evaluator
-and the reaper with the lease's epoch; the others only serve the API. Losing the lease (or
-Redis) cancels the leader tasks; a stale leader that still tries to commit is refused by
+Every coordinator runs `LeaderLoop.run`. The one holding the Redis lease runs the evaluator,
+the reaper and the drainer with the lease's epoch; the others only serve the API. Losing the
+lease (or Redis) cancels the leader tasks; a stale leader that still tries to commit is refused by
 Postgres, which records the highest epoch it has seen.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+from mxvm.coordinator.drainer import Drainer
 from mxvm.coordinator.evaluator import Evaluator
 from mxvm.coordinator.reaper import Reaper
 from mxvm.coordinator.service import Coordinator
@@ -65,6 +66,7 @@ class LeaderLoop:
                 tg.create_task(self._renew(lease, stop), name="leader-renew")
                 tg.create_task(self._evaluate(lease.epoch, stop), name="evaluator")
                 tg.create_task(self._reap(stop), name="reaper")
+                tg.create_task(self._drain(stop), name="drainer")
         except* (LostLeadership, StaleEpoch, BackendUnavailable):
             if stop.is_set():
                 log.info("leader.stepped_down epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
@@ -127,3 +129,17 @@ class LeaderLoop:
                     self.coord.watch.wake_evaluator()
             except BackendUnavailable as exc:
                 log.warning("reaper.backend_unavailable %s", exc.detail)
+
+    async def _drain(self, stop: asyncio.Event) -> None:
+        drainer = Drainer(self.coord.store, self.coord.watch)
+        wake = self.coord.watch.drain_wakeup
+        while not stop.is_set():
+            wake.clear()
+            try:
+                if await drainer.run_once():
+                    self.coord.watch.wake_evaluator()
+            except BackendUnavailable as exc:
+                log.warning("drainer.backend_unavailable %s", exc.detail)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.drain_interval_s):
+                    await wake.wait()

@@ -112,10 +112,14 @@ class Coordinator:
         return node
 
     async def drain_node(self, node_id: str, update: DrainUpdate) -> DrainResult:
-        """Start draining a node (ineligible; its allocations stopped, one evaluation per
-        affected job to place them elsewhere), or cancel the drain (it stays ineligible)."""
+        """Start draining a node (ineligible; what is due stopped now, one evaluation per
+        affected job to place it elsewhere, the rest stepped along by the leader's drainer),
+        or cancel the drain (it stays ineligible)."""
         drained = await self.store.drain_node(
-            node_id, enable=update.enable, ignore_system_jobs=update.ignore_system_jobs
+            node_id,
+            enable=update.enable,
+            ignore_system_jobs=update.ignore_system_jobs,
+            deadline_s=update.deadline_s,
         )
         log.info(
             "node.drain %s enable=%s stopped=%d",
@@ -126,6 +130,9 @@ class Coordinator:
         )
         if drained.evaluations:
             self.watch.wake_evaluator()
+        if drained.node.drain:
+            self.watch.draining = True
+            self.watch.wake_drainer()
         return DrainResult(
             node=drained.node,
             stopped=[alloc_id for alloc_id, _ in drained.stopped],
@@ -198,6 +205,8 @@ class Coordinator:
         self, node_id: str, reports: list[AllocStatusReport]
     ) -> ReportsApplied:
         applied = await self.store.update_allocation_statuses(node_id, reports)
+        if self.watch.draining:  # a replacement may now run, letting a drain go on
+            self.watch.wake_drainer()
         if applied.ended:
             # An allocation ended: its job may need a replacement (or is complete), and what it
             # held is free for the blocked evaluations.

@@ -25,9 +25,16 @@ class NodeWatch:
     def __init__(self) -> None:
         self._node_events: dict[str, set[asyncio.Event]] = defaultdict(set)
         self.eval_wakeup = asyncio.Event()
+        self.drain_wakeup = asyncio.Event()
+        # Whether the drainer (in this process, when it leads) last found a drain under way:
+        # only then is an allocation report worth waking it for.
+        self.draining = False
 
     def wake_evaluator(self, _payload: str = "") -> None:
         self.eval_wakeup.set()
+
+    def wake_drainer(self) -> None:
+        self.drain_wakeup.set()
 
     def node_changed(self, payload: str) -> None:
         """`payload`: one node id, or several separated by commas."""

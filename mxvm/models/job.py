@@ -142,6 +142,22 @@ class ReschedulePolicy(BaseModel):
     unlimited: bool = False
 
 
+class MigratePolicy(BaseModel):
+    """How a drain moves a service job's allocations off a node: a few at a time, each
+    batch only once enough of the job runs elsewhere (Nomad's migrate stanza)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_parallel: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "how many of the job's allocations may be down for a drain at once: the drain "
+            "stops one only while at least count - max_parallel of them are running"
+        ),
+    )
+
+
 class Task(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -178,6 +194,7 @@ class JobSpec(BaseModel):
     volumes: list[VolumeRequest] = Field(default_factory=list)
     restart: RestartPolicy = RestartPolicy()
     reschedule: ReschedulePolicy = ReschedulePolicy()
+    migrate: MigratePolicy = MigratePolicy()
     on_disconnect: OnDisconnect = Field(
         default="keep",
         description=(

@@ -67,6 +67,17 @@ class NodeRegistration(BaseModel):
         return v
 
 
+class DrainStrategy(BaseModel):
+    """How a node's drain proceeds: service jobs move a few at a time (their migrate
+    policy), batch jobs are left to finish, system jobs go last; whatever still runs at the
+    deadline is stopped then."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadline: datetime | None = Field(description="when everything left is stopped; null: never")
+    ignore_system_jobs: bool = False
+
+
 class Node(NodeRegistration):
     id: str
     status: NodeStatus = NodeStatus.INITIALIZING
@@ -74,6 +85,8 @@ class Node(NodeRegistration):
     drain: bool = Field(
         default=False, description="draining: its allocations are being moved elsewhere"
     )
+    # Left out while not draining, so that agents older than it can still parse their node.
+    drain_strategy: DrainStrategy | None = Field(default=None, exclude_if=lambda v: v is None)
     subnet: str | None = None
     last_heartbeat: datetime | None = None
     created_at: datetime | None = None
@@ -111,6 +124,14 @@ class DrainUpdate(BaseModel):
     enable: bool = Field(description="true: drain the node; false: cancel draining")
     ignore_system_jobs: bool = Field(
         default=False, description="leave system and sysbatch jobs' allocations running"
+    )
+    deadline_s: float | None = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "seconds until whatever still runs on the node is stopped at once; 0 stops "
+            "everything now (force), null never does (batch jobs may run to their end)"
+        ),
     )
 
 

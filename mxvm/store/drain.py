@@ -1,10 +1,12 @@
-"""Node drain: stop what runs on a node so the scheduler places it elsewhere.
+"""Node drain: move what runs on a node elsewhere, without taking services down.
 
-Enabling a drain is one transaction: the node becomes ineligible and draining, its live
-allocations get desired STOP ("node drain"), its agent is woken, and each affected job gets a
-node-update evaluation. The drain is complete, and the flag cleared, once no allocation
-stopped on the node is live any more (system jobs' allocations left running by
-ignore_system_jobs do not hold it up).
+Enabling a drain makes the node ineligible and notes its strategy (deadline, whether system
+jobs stay). What to stop, and when, is decided by `mxvm.scheduler.drain` each time the
+leader's drainer looks (and once right away): service jobs a few at a time, batch jobs not
+before the deadline, system jobs last. Each step is one transaction under the node's row
+lock: the allocations get desired STOP ("node drain"), the agent is woken, and each affected
+job gets a node-update evaluation that places the replacements. The drain is complete, and
+the flag cleared, once nothing is live on the node (but the system jobs it leaves running).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from mxvm.errors import NotFound
-from mxvm.models import AllocStop, EvalTrigger, Evaluation, Node
+from mxvm.models import AllocStop, EvalTrigger, Evaluation, JobType, Node
+from mxvm.scheduler.drain import DrainCandidate, JobAvailability, drain_stops
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
@@ -39,34 +42,90 @@ async def complete_drains(conn: Conn, node_ids: Sequence[str]) -> list[str]:
     return [r["id"] for r in await conn.fetch(q("nodes_drain_complete"), locked)]
 
 
+async def _drain_step(conn: Conn, node_id: str) -> list[tuple[str, str]]:
+    """Stop what the drain of `node_id` (row locked by the caller) stops now; (alloc, job)."""
+    state = await conn.fetchrow(q("node_drain_state"), node_id)
+    if state is None or not state["drain"]:
+        return []
+    candidates = [
+        DrainCandidate(r["id"], r["job_id"], JobType(r["job_type"]), r["running"])
+        for r in await conn.fetch(q("drain_candidates"), node_id)
+    ]
+    if not candidates:
+        return []
+    services = sorted({c.job_id for c in candidates if c.job_type == JobType.SERVICE})
+    jobs = {
+        r["id"]: JobAvailability(r["count"], r["max_parallel"], r["running"])
+        for r in await conn.fetch(q("drain_job_availability"), services)
+    }
+    chosen = drain_stops(
+        candidates,
+        jobs,
+        past_deadline=state["past_deadline"],
+        ignore_system_jobs=state["drain_ignore_system"],
+        others_live=await conn.fetchval(q("drain_others_live"), node_id),
+    )
+    if not chosen:
+        return []
+    job_of = {c.id: c.job_id for c in candidates}
+    stops = [AllocStop(alloc_id=i, description=DRAIN_DESCRIPTION) for i in chosen]
+    # Stopped as a plan stops allocations (node index bumped, each stamped).
+    stopped = [(r["id"], job_of[r["id"]]) for r in await stop_allocations(conn, stops)]
+    if stopped:
+        await notify_nodes(conn, [node_id])  # the agent stops them
+    return stopped
+
+
+async def _after_stops(
+    conn: Conn, node_id: str, stopped: list[tuple[str, str]]
+) -> list[Evaluation]:
+    job_ids = sorted({job_id for _, job_id in stopped})
+    evals = await insert_evaluations(
+        conn, [NewEvaluation(j, EvalTrigger.NODE_UPDATE, node_id) for j in job_ids]
+    )
+    await refresh_statuses(conn, job_ids)
+    await complete_drains(conn, [node_id])
+    return evals
+
+
 class DrainStore(StoreBase):
-    async def drain_node(self, node_id: str, *, enable: bool, ignore_system_jobs: bool) -> Drained:
-        """Start (enable) or cancel a node's drain. Cancelling only clears the flag: the node
-        stays ineligible, and what was stopped stays stopped."""
+    async def drain_node(
+        self,
+        node_id: str,
+        *,
+        enable: bool,
+        ignore_system_jobs: bool,
+        deadline_s: float | None = None,
+    ) -> Drained:
+        """Start (enable) or cancel a node's drain, stopping what it stops right away (with
+        `deadline_s` 0: everything). Cancelling only clears the flag: the node stays
+        ineligible, and what was stopped stays stopped."""
         async with self.db.transaction() as conn:
             if await conn.fetchval(q("node_lock"), node_id) is None:
                 raise NotFound(f"node {node_id} not found")
-            stopped: list[tuple[str, str]] = []
-            if enable:
-                # Stopped as a plan stops allocations (node index bumped, each stamped).
-                job_of = {
-                    r["id"]: r["job_id"]
-                    for r in await conn.fetch(q("allocs_to_drain"), node_id, ignore_system_jobs)
-                }
-                stops = [AllocStop(alloc_id=i, description=DRAIN_DESCRIPTION) for i in job_of]
-                stopped = [(r["id"], job_of[r["id"]]) for r in await stop_allocations(conn, stops)]
-            if stopped:
-                await notify_nodes(conn, [node_id])  # the agent stops them
-            row = await conn.fetchrow(q("node_set_drain"), node_id, enable)
+            await conn.execute(q("node_set_drain"), node_id, enable, deadline_s, ignore_system_jobs)
+            stopped = await _drain_step(conn, node_id) if enable else []
+            evals = await _after_stops(conn, node_id, stopped)
+            row = await conn.fetchrow(q("node_get"), node_id)
             assert row is not None
-            job_ids = sorted({job_id for _, job_id in stopped})
-            evals = await insert_evaluations(
-                conn, [NewEvaluation(j, EvalTrigger.NODE_UPDATE, node_id) for j in job_ids]
-            )
-            await refresh_statuses(conn, job_ids)
+        return Drained(rows.node(row), stopped, evals)
+
+    async def draining_node_ids(self) -> list[str]:
+        return [r["id"] for r in await self.db.fetch(q("nodes_draining"))]
+
+    async def drain_step(self, node_id: str) -> Drained | None:
+        """One look at a draining node: stop what is due now (the leader's drainer). None
+        when the node is gone or no longer draining."""
+        async with self.db.transaction() as conn:
+            if await conn.fetchval(q("node_lock"), node_id) is None:
+                return None
+            stopped = await _drain_step(conn, node_id)
+            evals = await _after_stops(conn, node_id, stopped)
+            row = await conn.fetchrow(q("node_get"), node_id)
+            assert row is not None
         return Drained(rows.node(row), stopped, evals)
 
     async def complete_drains(self, node_ids: Sequence[str]) -> list[str]:
-        """Nodes whose drain this finished (no allocation stopped on them is live any more)."""
+        """Nodes whose drain this finished (nothing the drain removes is live any more)."""
         async with self.db.transaction() as conn:
             return await complete_drains(conn, node_ids)

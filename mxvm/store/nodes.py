@@ -113,7 +113,9 @@ class NodeStore(StoreBase):
     async def set_node_eligibility(self, node_id: str, eligibility: Eligibility) -> Node:
         row = await self.db.fetchrow(q("node_set_eligibility"), node_id, eligibility.value)
         if row is None:
-            raise NotFound(f"node {node_id} not found")
+            if await self.db.fetchval(q("node_exists"), node_id) is None:
+                raise NotFound(f"node {node_id} not found")
+            raise Conflict(f"node {node_id} is draining: cancel the drain first")
         return rows.node(row)
 
     async def node_heartbeat(self, node_id: str, *, refresh_after_s: float) -> bool:

@@ -10,6 +10,7 @@ from mxvm.models import (
     Allocation,
     AllocEvent,
     Device,
+    DrainStrategy,
     Evaluation,
     Job,
     JobSpec,
@@ -26,6 +27,11 @@ def node(r: asyncpg.Record) -> Node:
         status=r["status"],
         eligibility=r["eligibility"],
         drain=r["drain"],
+        drain_strategy=DrainStrategy(
+            deadline=r["drain_deadline"], ignore_system_jobs=r["drain_ignore_system"]
+        )
+        if r["drain"]
+        else None,
         resources=Resources(
             cpu_millicores=r["cpu_millicores"], memory_mb=r["memory_mb"], disk_mb=r["disk_mb"]
         ),

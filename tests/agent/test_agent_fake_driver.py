@@ -234,3 +234,42 @@ async def test_on_disconnect_stop_fences_the_vm_before_the_node_can_be_declared_
             assert driver._vms[a_kept].ended is None  # still running
     finally:
         await coordinator.aclose()
+
+
+async def test_a_paced_drain_moves_a_service_between_real_agents_without_taking_it_down(
+    api: Api, tmp_path: Path
+) -> None:
+    """Two agents; a service of 3 on the first, drained: the drainer stops one, the second
+    agent boots its replacement (0.5 s), and only then is the next stopped. Sampled all the
+    way, the service never has fewer than count - max_parallel = 2 VMs running."""
+    fake_image(tmp_path / "images")
+    old = agent_settings(api, tmp_path / "old", node_name="old", cpu_overcommit=4)
+    new = agent_settings(api, tmp_path / "new", node_name="new", cpu_overcommit=4)
+    first = FakeDriver()
+    async with running_agent(old, {"fake": first}, tmp_path / "images") as agent_old:
+        out = await api.ok("POST", "/api/v1/jobs", json=job("web", type="service", count=3))
+        job_id = out["job"]["id"]
+
+        async def running() -> list[dict[str, Any]]:
+            allocs = await api.ok("GET", f"/api/v1/jobs/{job_id}/allocations")
+            return [a for a in allocs if a["client_status"] == "running"]
+
+        async with asyncio.timeout(20):
+            while len(await running()) < 3:
+                await asyncio.sleep(0.05)
+        slow = FakeDriver(boot_delay_s=0.5)
+        async with running_agent(new, {"fake": slow}, tmp_path / "images") as agent_new:
+            assert agent_old.node is not None and agent_new.node is not None
+            await api.ok("POST", f"/api/v1/nodes/{agent_old.node.id}/drain", json={"enable": True})
+            fewest = 3
+            async with asyncio.timeout(30):
+                while (await api.ok("GET", f"/api/v1/nodes/{agent_old.node.id}"))["drain"]:
+                    fewest = min(fewest, len(await running()))
+                    await asyncio.sleep(0.02)
+                # Drained once nothing is left on it; the last replacement may still boot.
+                while len(now := await running()) < 3:
+                    fewest = min(fewest, len(now))
+                    await asyncio.sleep(0.02)
+            assert {a["node_id"] for a in now} == {agent_new.node.id} and len(now) == 3
+            assert fewest >= 2, fewest
+            assert slow.starts == 3 and not first._vms  # the old ones destroyed

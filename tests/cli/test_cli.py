@@ -163,7 +163,7 @@ async def test_job_lifecycle_through_the_cli(up: dict[str, str], tmp_path: Path)
     agent.cancel()
 
 
-async def test_node_drain_through_the_cli(up: dict[str, str]) -> None:
+async def test_node_drain_through_the_cli(up: dict[str, str], tmp_path: Path) -> None:
     agent = asyncio.create_task(_register_and_heartbeat(up, "drain-node"))
     try:
         async with asyncio.timeout(30):
@@ -179,5 +179,23 @@ async def test_node_drain_through_the_cli(up: dict[str, str]) -> None:
         shown = mxvm(up, "node", "show", "drain-node").stdout
         assert "Drain" in shown and "ineligible" in shown
         assert "no node matches" in mxvm(up, "node", "drain", "nope").stderr
+        bad = mxvm(up, "node", "drain", "drain-node", "--deadline", "soon")
+        assert bad.returncode == 2 and "not a duration: 'soon'" in bad.stderr
+
+        # A pending batch job there: moved at once; the drain lasts until the agent has
+        # stopped it, with its deadline shown.
+        mxvm(up, "node", "eligibility", "drain-node", "eligible")
+        spec = tmp_path / "pinned.json"
+        spec.write_text(json.dumps({
+            "name": "pinned", "task": {"driver": "fake", "argv": ["true"], "memory_mb": 128},
+            "constraints": [{"attribute": "node.name", "value": "drain-node"}],
+        }))  # fmt: skip
+        assert mxvm(up, "job", "run", str(spec)).returncode == 0
+        out = mxvm(up, "node", "drain", "drain-node", "--deadline", "90s")
+        assert out.returncode == 0, out.stderr
+        assert "is draining until " in out.stdout and "stopped 1 allocation(s)" in out.stdout
+        node = json_of(up, "node", "show", "drain-node")["node"]
+        assert node["drain"] is True and node["drain_strategy"]["deadline"]
+        assert "draining until " in mxvm(up, "node", "show", "drain-node").stdout
     finally:
         agent.cancel()

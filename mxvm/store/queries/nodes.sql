@@ -43,7 +43,10 @@ ON CONFLICT (name) DO UPDATE SET
 RETURNING *, (xmax = 0) AS inserted;
 
 -- name: node_set_eligibility
-UPDATE nodes SET eligibility = $2, modified_at = now() WHERE id = $1 RETURNING *;
+-- Not on a draining node (what the scheduler placed there the drain would stop): no row.
+UPDATE nodes SET eligibility = $2, modified_at = now()
+WHERE id = $1 AND NOT (drain AND $2 = 'eligible')
+RETURNING *;
 
 -- name: node_heartbeat
 -- Postgres keeps a coarse copy of the heartbeat (the Redis lease is the fine one): written only
@@ -130,36 +133,74 @@ SELECT 'jobs' AS kind, status, count(*) AS n FROM jobs GROUP BY status;
 -- and with drain completion. The node row is always locked before its allocations' rows.
 SELECT id FROM nodes WHERE id = $1 FOR UPDATE;
 
--- name: allocs_to_drain
--- Every allocation on the node that should run, except system / sysbatch jobs' when $2: the
--- drain stops them (plan_stop), and the evaluations queued with it place them elsewhere.
-SELECT a.id, a.job_id
+-- name: drain_candidates
+-- The allocations on the draining node that are still meant to run, with what the drain
+-- decides by (mxvm/scheduler/drain.py): their job's type, and whether they run yet.
+SELECT a.id, a.job_id, j.type AS job_type, a.client_status = 'running' AS running
 FROM allocations AS a JOIN jobs AS j ON j.id = a.job_id
 WHERE a.node_id = $1 AND a.live AND a.desired_status = 'run'
-  AND NOT ($2 AND j.type IN ('system', 'sysbatch'))
 ORDER BY a.id;
 
+-- name: drain_others_live
+-- Whether an allocation of a job that is not a system job is still live on the node (meant
+-- to run, or stopping): system jobs are drained only after the others.
+SELECT EXISTS (
+    SELECT 1 FROM allocations AS a JOIN jobs AS j ON j.id = a.job_id
+    WHERE a.node_id = $1 AND a.live AND j.type NOT IN ('system', 'sysbatch')
+);
+
+-- name: drain_job_availability
+-- Per service job: the allocations it wants, how many its migrate policy lets a drain take
+-- down at once (1 for jobs submitted before the policy existed), and how many of its
+-- allocations meant to run are running now, on any node.
+SELECT j.id,
+       (j.spec ->> 'count')::int AS count,
+       coalesce((j.spec -> 'migrate' ->> 'max_parallel')::int, 1) AS max_parallel,
+       (SELECT count(*) FROM allocations AS a
+        WHERE a.job_id = j.id AND a.live AND a.desired_status = 'run'
+          AND a.client_status = 'running')::int AS running
+FROM jobs AS j
+WHERE j.id = ANY($1::text[])
+ORDER BY j.id
+-- Two drains stepping at once (a drain just started, the drainer on another node) count a
+-- job one after the other, so together they take down no more than max_parallel.
+FOR UPDATE OF j;
+
 -- name: node_set_drain
--- Enabling marks the node ineligible; draining stays on only while an allocation it stopped
--- is still live (a node with nothing to move is drained at once). Disabling keeps the
--- eligibility as it is.
+-- Enabling marks the node ineligible and notes how the drain proceeds ($3: seconds to the
+-- deadline, NULL for none); what to stop is decided after, and the flag clears once nothing
+-- is left (nodes_drain_complete). Disabling keeps the eligibility as it is.
 UPDATE nodes
-SET drain = $2 AND EXISTS (
-        SELECT 1 FROM allocations WHERE node_id = $1 AND live AND desired_status = 'stop'
-    ),
+SET drain = $2,
+    drain_deadline = CASE WHEN $2 THEN now() + make_interval(secs => $3) END,
+    drain_ignore_system = $2 AND $4,
     eligibility = CASE WHEN $2 THEN 'ineligible' ELSE eligibility END,
     modified_at = now()
 WHERE id = $1
 RETURNING *;
 
+-- name: node_drain_state
+-- The draining node's strategy, and whether its deadline has passed (by the database's
+-- clock, the one that set it).
+SELECT drain, drain_ignore_system,
+       drain_deadline IS NOT NULL AND drain_deadline <= now() AS past_deadline
+FROM nodes WHERE id = $1;
+
+-- name: nodes_draining
+SELECT id FROM nodes WHERE drain ORDER BY id;
+
 -- name: nodes_lock_draining
 SELECT id FROM nodes WHERE id = ANY($1::text[]) AND drain ORDER BY id FOR UPDATE;
 
 -- name: nodes_drain_complete
--- A separate statement after nodes_lock_draining, so it reads what a drain committed meanwhile.
-UPDATE nodes AS n SET drain = false, modified_at = now()
+-- A separate statement after nodes_lock_draining, so it reads what a drain committed
+-- meanwhile. Complete once nothing live is left on the node but the system jobs the drain
+-- leaves running.
+UPDATE nodes AS n
+SET drain = false, drain_deadline = NULL, drain_ignore_system = false, modified_at = now()
 WHERE n.id = ANY($1::text[]) AND n.drain AND NOT EXISTS (
-    SELECT 1 FROM allocations AS a
-    WHERE a.node_id = n.id AND a.live AND a.desired_status = 'stop'
+    SELECT 1 FROM allocations AS a JOIN jobs AS j ON j.id = a.job_id
+    WHERE a.node_id = n.id AND a.live
+      AND NOT (n.drain_ignore_system AND j.type IN ('system', 'sysbatch'))
 )
 RETURNING id;
