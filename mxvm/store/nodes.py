@@ -119,14 +119,15 @@ class NodeStore(StoreBase):
         return rows.node(row)
 
     async def node_heartbeat(self, node_id: str, *, refresh_after_s: float) -> bool:
-        """Record a heartbeat; True when the node came back from down (capacity changed)."""
+        """Record a heartbeat; True when the node was not ready before (it came back from
+        down: capacity changed)."""
         row = await self.db.fetchrow(q("node_heartbeat"), node_id, refresh_after_s)
         if row is None:
             status = await self.db.fetchval(q("node_exists"), node_id)
             if status is None:
                 raise NotFound(f"node {node_id} not found")
             return False
-        return True
+        return bool(row["came_back"])
 
     async def ready_node_ids(self) -> list[str]:
         return [r["id"] for r in await self.db.fetch(q("nodes_ready_ids"))]

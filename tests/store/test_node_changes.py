@@ -11,7 +11,7 @@ import asyncpg
 
 from mxvm.models import AllocStatusReport, AllocStop, NodeChanges, Plan
 from mxvm.store import Store
-from tests.store.conftest import job_spec, one_placed, placement
+from tests.store.conftest import job_spec, one_placed, placement, registration
 
 
 def _ids(changes: NodeChanges) -> list[str]:
@@ -130,3 +130,20 @@ async def test_the_answer_names_on_disconnect_only_for_jobs_that_ask_to_stop(
         kept.id: "keep",
         fenced.id: "stop",
     }
+
+
+async def test_a_heartbeat_says_came_back_only_when_the_node_was_not_ready(store: Store) -> None:
+    """Only a node coming back from down changes capacity; the refresh of the stored
+    heartbeat every half TTL does not (it re-queued every blocked evaluation and every
+    system job's, per node, each time)."""
+    node, _ = await store.register_node(
+        registration("hb"), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    assert node.status == "ready"  # registering announced the capacity already
+    before = (await store.get_node(node.id)).last_heartbeat
+    await asyncio.sleep(0.01)
+    assert await store.node_heartbeat(node.id, refresh_after_s=0) is False  # refreshed only
+    assert (await store.get_node(node.id)).last_heartbeat != before
+    await store.mark_nodes_down([node.id])
+    assert await store.node_heartbeat(node.id, refresh_after_s=3600) is True
+    assert await store.node_heartbeat(node.id, refresh_after_s=3600) is False  # not written

@@ -50,15 +50,19 @@ RETURNING *;
 
 -- name: node_heartbeat
 -- Postgres keeps a coarse copy of the heartbeat (the Redis lease is the fine one): written only
--- when the node comes back or the stored value is older than $2 seconds.
-UPDATE nodes
+-- when the node comes back or the stored value is older than $2 seconds. `came_back` from the
+-- status before the update (RETURNING alone sees the new one); the row lock makes a second
+-- heartbeat racing this one see 'ready'.
+WITH before AS (SELECT id, status FROM nodes WHERE id = $1 FOR UPDATE)
+UPDATE nodes AS n
 SET last_heartbeat = now(),
     status = 'ready',
-    alloc_index = CASE WHEN status = 'down' THEN alloc_index + 1 ELSE alloc_index END,
-    modified_at = CASE WHEN status <> 'ready' THEN now() ELSE modified_at END
-WHERE id = $1
-  AND (status <> 'ready' OR last_heartbeat < now() - make_interval(secs => $2))
-RETURNING id, status;
+    alloc_index = CASE WHEN n.status = 'down' THEN n.alloc_index + 1 ELSE n.alloc_index END,
+    modified_at = CASE WHEN n.status <> 'ready' THEN now() ELSE n.modified_at END
+FROM before
+WHERE n.id = before.id
+  AND (before.status <> 'ready' OR n.last_heartbeat < now() - make_interval(secs => $2))
+RETURNING n.id, before.status <> 'ready' AS came_back;
 
 -- name: node_exists
 SELECT status FROM nodes WHERE id = $1;
