@@ -2,12 +2,17 @@
 their live allocations lost, and their jobs re-evaluated so replacements get placed.
 
 Redis is the judge of liveness, so the reaper refuses to judge right after Redis itself
-(re)started: an empty Redis would otherwise make every node look dead at once.
+(re)started: an empty Redis would otherwise make every node look dead at once. Nor does it
+judge in the first heartbeat TTL of its leadership (as Nomad's new leader resets every
+node's heartbeat timer): while there was no leader, or while this one could not reach Redis
+(and lost its lease for it), heartbeats failed with 503 and leases ran out though the nodes
+were fine; they get one TTL to get through again before anything is declared lost.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from mxvm.leases import Leases
 from mxvm.models import EvalTrigger
@@ -22,10 +27,11 @@ class Reaper:
         self.store = store
         self.leases = leases
         self.ttl = heartbeat_ttl_s
+        self.judges_from = time.monotonic() + heartbeat_ttl_s  # one Reaper per leadership
 
     async def run_once(self) -> list[str]:
         """Mark nodes whose heartbeat lease is gone as down; returns their ids."""
-        if await self.leases.uptime_s() < self.ttl:
+        if time.monotonic() < self.judges_from or await self.leases.uptime_s() < self.ttl:
             return []
         ready = await self.store.ready_node_ids()
         if not ready:

@@ -68,6 +68,26 @@ async def test_a_lost_node_is_marked_down_and_its_allocations_replaced(
             beat.cancel()
 
 
+async def test_a_new_leader_gives_nodes_a_ttl_to_heartbeat_before_judging_them(
+    pg_dsn: str, redis_url: str
+) -> None:
+    """While no coordinator led (or the leader could not reach Redis), heartbeats failed and
+    leases ran out though the nodes were fine. A new leader must not declare them all lost
+    in its first reaper round: their heartbeats get one TTL (2 s here) to come back."""
+    async with running(settings_for(pg_dsn, redis_url, coordinator_id="coord-a")) as a:
+        n = await a.register("n")
+    await asyncio.sleep(2.5)  # no leader, no heartbeats: n's lease runs out
+    async with running(settings_for(pg_dsn, redis_url, coordinator_id="coord-b")) as b:
+        await asyncio.sleep(1.0)  # the agent's next heartbeat gets through a second later
+        beat = asyncio.create_task(_heartbeat_forever(b, n["id"]))
+        try:
+            for _ in range(15):  # 3 s: past the grace, with heartbeats coming in
+                assert (await b.ok("GET", f"/api/v1/nodes/{n['id']}"))["status"] == "ready"
+                await asyncio.sleep(0.2)
+        finally:
+            beat.cancel()
+
+
 async def test_an_api_only_coordinator_serves_but_never_leads(pg_dsn: str, redis_url: str) -> None:
     api_only = settings_for(pg_dsn, redis_url, coordinator_id="coord-api", leader=False)
     # The leader polls for evaluations only every 60 s: only the API-only coordinator's
