@@ -97,10 +97,19 @@ class Coordinator:
         return Registered(node=node, heartbeat_ttl_s=self.settings.heartbeat_ttl_s)
 
     async def heartbeat(self, node_id: str) -> None:
+        """Renew the node's Redis lease (what node-loss is judged by; 503 when Redis is down),
+        then its coarse copy in Postgres. Without Postgres the heartbeat still counts: the
+        lease is renewed, so the node cannot be declared lost, and an agent whose jobs stop
+        on disconnect must not stop them for it. The copy (and a node coming back from down)
+        is written by the next heartbeat that finds Postgres."""
         await self.leases.heartbeat(node_id, self.settings.heartbeat_ttl_s)
-        came_back = await self.store.node_heartbeat(
-            node_id, refresh_after_s=self.settings.heartbeat_ttl_s / 2
-        )
+        try:
+            came_back = await self.store.node_heartbeat(
+                node_id, refresh_after_s=self.settings.heartbeat_ttl_s / 2
+            )
+        except BackendUnavailable as exc:
+            log.warning("node.heartbeat_unrecorded %s %s", node_id, exc.detail)
+            return
         if came_back:
             log.info("node.ready %s", node_id, extra={"node_id": node_id})
             await self._capacity_changed(node_id=node_id)

@@ -14,7 +14,15 @@ async def test_postgres_down_is_503_with_retry_after_then_recovers(
 ) -> None:
     async with running(settings_for(own_pg.dsn, redis_url)) as api:
         assert (await api.call("GET", "/api/v1/jobs"))[0] == 200
+        node = await api.register("n1")
+        hb = f"/api/v1/agent/nodes/{node['id']}/heartbeat"
         await own_pg.kill()
+        # A heartbeat renews the node's lease, which is what node loss is judged by: it
+        # counts without Postgres (an agent must not take it for lost contact).
+        await asyncio.sleep(2.1)  # past the lease registering took (TTL 2 s)
+        assert await api.coord.leases.live_nodes([node["id"]]) == set()
+        assert (await api.call("POST", hb, token=AGENT))[0] == 200
+        assert await api.coord.leases.live_nodes([node["id"]]) == {node["id"]}
         for path in ("/api/v1/jobs", "/api/v1/nodes", "/api/v1/cluster/status"):
             t0 = time.monotonic()
             status, body, headers = await api.call("GET", path)
