@@ -144,6 +144,11 @@ class AgentSettings(_FromEnvAndFile):
     cloud_hypervisor_binary: str = "cloud-hypervisor"
     libvirt_uri: str = "qemu:///system"
     stop_grace_s: float = Field(default=10.0, ge=0)
+    keep_finished: int = Field(
+        default=200,
+        ge=0,
+        description="finished allocations whose run dir (and log) the node keeps; older go",
+    )
     log_level: str = "INFO"
 
 

@@ -169,6 +169,7 @@ class Agent:
                 await self._discard(run_dir, record)
                 continue
             self._start_runner(AllocRunner(self.ctx, assigned, record))
+        self._prune_finished()
         held = {d for r in self.runners.values() for d in r.assigned.allocation.device_ids}
         released = await release_leftovers(self.ctx, held)
         if released:
@@ -303,6 +304,16 @@ class Agent:
     def _start_runner(self, runner: AllocRunner) -> None:
         self.runners[runner.alloc_id] = runner
         runner.task = asyncio.create_task(runner.run(), name=f"alloc-{runner.alloc_id[:8]}")
+        runner.task.add_done_callback(lambda _: self._prune_finished())
+
+    def _prune_finished(self) -> None:
+        """Keep the run dirs (logs) of the newest `keep_finished` finished allocations. In
+        the loop itself: a runner's run dir and record appear together (no await between),
+        so one that is starting is never taken for finished."""
+        busy = {r.run_dir.name for r in self.runners.values() if not r.finished.is_set()}
+        gone = rec.prune_finished(self.settings.state_dir, self.settings.keep_finished, busy)
+        if gone:
+            log.info("alloc.dirs_pruned %d", len(gone), extra={"dirs": [p.name for p in gone]})
 
     def _reports_path(self) -> str:
         assert self.node is not None

@@ -3,6 +3,9 @@ its VMs: the allocation's run dir holds record.json next to the VMM's own state.
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -60,3 +63,28 @@ def load_all(state_dir: Path) -> list[tuple[Path, AllocRecord]]:
 def remove(run_dir: Path) -> None:
     """Forget a finished allocation's VM (its log stays for `mxvm alloc logs`)."""
     (run_dir / RECORD).unlink(missing_ok=True)
+
+
+def prune_finished(state_dir: Path, keep: int, busy: Collection[str]) -> list[Path]:
+    """Remove the run dirs (and logs) of finished allocations beyond the newest `keep`; the
+    removed dirs. Finished: no record left (its end reached the coordinator). `busy`: run dir
+    names of runners still at work, left alone whatever their state on disk."""
+    root = state_dir / "a"
+    finished: list[tuple[float, Path]] = []
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name in busy or not entry.is_dir() or (path / RECORD).exists():
+            continue
+        try:
+            finished.append((entry.stat().st_mtime, path))  # the record's removal: the end
+        except FileNotFoundError:
+            continue
+    finished.sort(reverse=True)
+    gone = [path for _, path in finished[keep:]]
+    for path in gone:
+        shutil.rmtree(path, ignore_errors=True)
+    return gone

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +275,31 @@ async def test_a_paced_drain_moves_a_service_between_real_agents_without_taking_
             assert {a["node_id"] for a in now} == {agent_new.node.id} and len(now) == 3
             assert fewest >= 2, fewest
             assert slow.starts == 3 and not first._vms  # the old ones destroyed
+
+
+async def test_the_node_keeps_the_run_dirs_of_only_the_newest_finished_allocations(
+    api: Api, tmp_path: Path
+) -> None:
+    """A node that runs job after job would otherwise keep every run dir and log forever."""
+    fake_image(tmp_path / "images")
+    settings = agent_settings(api, tmp_path / "state", keep_finished=2)
+    runs = tmp_path / "state" / "a"
+    for age in (3, 2, 1):  # finished under an earlier agent: the oldest pruned at start
+        d = runs / f"before-{age}"
+        d.mkdir(parents=True)
+        (d / "alloc.log").write_text("old output\n")
+        os.utime(d, (time.time() - age * 60,) * 2)
+    driver = FakeDriver(run_time_s=0.05)
+    async with running_agent(settings, {"fake": driver}, tmp_path / "images") as agent:
+        assert sorted(p.name for p in runs.iterdir()) == ["before-1", "before-2"]
+        ids: list[str] = []
+        for i in range(4):
+            out = await api.ok("POST", "/api/v1/jobs", json=job(f"j{i}"))
+            ids.append((await wait_alloc(api, out["job"]["id"], "complete"))["id"])
+            runner = agent.runners.get(ids[-1])  # it ends just after its report
+            if runner is not None and runner.task is not None:
+                await asyncio.wait_for(asyncio.shield(runner.task), 10)
+        kept = sorted(p.name for p in runs.iterdir())
+        assert kept == sorted(agent.log_path(i).parent.name for i in ids[2:]), kept
+        status, body, _ = await api.call("GET", f"/api/v1/allocations/{ids[0]}/logs")
+        assert status == 404 and "no log" in body["detail"], body
