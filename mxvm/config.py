@@ -144,6 +144,11 @@ class AgentSettings(_FromEnvAndFile):
     cloud_hypervisor_binary: str = "cloud-hypervisor"
     libvirt_uri: str = "qemu:///system"
     stop_grace_s: float = Field(default=10.0, ge=0)
+    alloc_log_max_mb: float = Field(
+        default=64.0,
+        gt=0,
+        description="an allocation's output kept on the node: the most recent this many MiB",
+    )
     keep_finished: int = Field(
         default=200,
         ge=0,

@@ -81,8 +81,8 @@ class Agent:
     def runner(self, alloc_id: str) -> AllocRunner | None:
         return self.runners.get(alloc_id)
 
-    def log_path(self, alloc_id: str) -> Path:
-        return rec.alloc_dir(self.settings.state_dir, alloc_id) / rec.LOG
+    def run_dir(self, alloc_id: str) -> Path:
+        return rec.alloc_dir(self.settings.state_dir, alloc_id)
 
     # -- life ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:

@@ -15,7 +15,6 @@ from mxvm.hypervisors.statefile import load_model, save_model
 from mxvm.models import AllocStatusUpdate
 
 RECORD = "record.json"
-LOG = "alloc.log"
 
 
 class AllocRecord(BaseModel):
@@ -38,7 +37,7 @@ def alloc_dir(state_dir: Path, alloc_id: str) -> Path:
 
 def vm_dir(run_dir: Path) -> Path:
     """The driver's own directory (sockets, pidfile); the driver may remove it on destroy,
-    so the allocation's log and record live one level up."""
+    so the allocation's log (mxvm.agent.alloclog) and record live one level up."""
     return run_dir / "vm"
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mxvm.agent import record as rec
+from mxvm.agent.alloclog import LogWriter
 from mxvm.agent.context import AgentContext
 from mxvm.agent.vm import destroy_leftover_vm, teardown, vm_spec
 from mxvm.agent.workload import Outcome, supervise_guest, supervise_vm
@@ -62,9 +63,9 @@ class AllocRunner:
         self._starting: asyncio.Task[None] | None = None
         self.fenced: tuple[str, float] | None = None  # (why, grace) when fence() stopped it
 
-    @property
-    def log_path(self) -> Path:
-        return self.run_dir / rec.LOG
+    def _open_log(self) -> LogWriter:
+        max_bytes = int(self.ctx.settings.alloc_log_max_mb * 1024 * 1024)
+        return LogWriter(self.run_dir, max_bytes)
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -201,7 +202,7 @@ class AllocRunner:
             )
             return Outcome(code=None, reason=why)
         await self._running(f"guest ready after {info.boot_s:.2f}s; running {task.argv[0]}")
-        return await supervise_guest(driver, handle, run, self.log_path, self.stop_requested)
+        return await supervise_guest(driver, handle, run, self._open_log, self.stop_requested)
 
     async def _start_main(self, guest: GuestClient) -> RunHandle:
         """Send the guest its main command, noting the command's id first: an agent that dies
@@ -242,7 +243,7 @@ class AllocRunner:
             return Outcome(code=None, reason=why)
         if st.main_state == "exited" and st.main_code is not None and run.done:
             return Outcome(code=st.main_code, reason="")
-        return await supervise_guest(driver, adopted, run, self.log_path, self.stop_requested)
+        return await supervise_guest(driver, adopted, run, self._open_log, self.stop_requested)
 
     async def _running(self, message: str) -> None:
         if self.status != ClientStatus.RUNNING:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from mxvm.agent import alloclog
 from mxvm.agent.runner import AllocRunner
 from mxvm.api.errors import Handler, error_middleware
 from mxvm.api.parse import body
@@ -26,7 +27,7 @@ class AgentView(Protocol):
 
     def runner(self, alloc_id: str) -> AllocRunner | None: ...
 
-    def log_path(self, alloc_id: str) -> Path: ...
+    def run_dir(self, alloc_id: str) -> Path: ...
 
 
 AGENT = web.AppKey("agent", AgentView)
@@ -43,17 +44,22 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
+    """The output from `offset` (counted from the allocation's first byte); a stretch the
+    node no longer keeps is skipped with a one-line note (not counted in offsets)."""
     alloc_id = request.match_info["id"]
-    path = request.app[AGENT].log_path(alloc_id)
+    run_dir = request.app[AGENT].run_dir(alloc_id)
     runner = request.app[AGENT].runner(alloc_id)
-    if runner is None and not path.exists():
+    if runner is None and not alloclog.exists(run_dir):
         raise NotFound(f"no log for allocation {alloc_id} on this node")
     follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
     offset = int(request.query.get("offset", "0") or 0)
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await resp.prepare(request)
     while True:
-        data = await asyncio.to_thread(_read, path, offset)
+        at, data = await asyncio.to_thread(alloclog.read, run_dir, offset, CHUNK)
+        if at > offset:
+            await resp.write(f"[mxvm: {at - offset} bytes of older output dropped]\n".encode())
+            offset = at
         if data:
             offset += len(data)
             await resp.write(data)
@@ -63,15 +69,6 @@ async def logs(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(FOLLOW_POLL_S)
     await resp.write_eof()
     return resp
-
-
-def _read(path: Path, offset: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return f.read(CHUNK)
-    except FileNotFoundError:
-        return b""
 
 
 async def exec_(request: web.Request) -> web.Response:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from mxvm.agent.alloclog import LogWriter
 from mxvm.guest.client import RunHandle
 from mxvm.guest.errors import GuestError
 from mxvm.hypervisors.base import Driver, VmHandle, VmState
@@ -26,9 +27,9 @@ class Outcome:
         return self.reason or "failed"
 
 
-async def _pump(run: RunHandle, log_path: Path) -> None:
+async def _pump(run: RunHandle, open_log: Callable[[], LogWriter]) -> None:
     """Append the command's output to the allocation's log as it arrives."""
-    with log_path.open("ab", buffering=0) as log:
+    with open_log() as log:
         async for chunk in run:
             log.write(chunk.data)
 
@@ -39,9 +40,13 @@ async def _first(*aws: asyncio.Task[object]) -> asyncio.Task[object]:
 
 
 async def supervise_guest(
-    driver: Driver, handle: VmHandle, run: RunHandle, log_path: Path, stop: asyncio.Event
+    driver: Driver,
+    handle: VmHandle,
+    run: RunHandle,
+    open_log: Callable[[], LogWriter],
+    stop: asyncio.Event,
 ) -> Outcome:
-    pump = asyncio.create_task(_pump(run, log_path))
+    pump = asyncio.create_task(_pump(run, open_log))
     exited = asyncio.create_task(run.wait())
     vm_end = asyncio.create_task(driver.wait(handle))
     stopping = asyncio.create_task(stop.wait())

@@ -300,6 +300,6 @@ async def test_the_node_keeps_the_run_dirs_of_only_the_newest_finished_allocatio
             if runner is not None and runner.task is not None:
                 await asyncio.wait_for(asyncio.shield(runner.task), 10)
         kept = sorted(p.name for p in runs.iterdir())
-        assert kept == sorted(agent.log_path(i).parent.name for i in ids[2:]), kept
+        assert kept == sorted(agent.run_dir(i).name for i in ids[2:]), kept
         status, body, _ = await api.call("GET", f"/api/v1/allocations/{ids[0]}/logs")
         assert status == 404 and "no log" in body["detail"], body

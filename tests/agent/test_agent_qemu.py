@@ -153,7 +153,10 @@ def vm_of(agent: Agent, alloc_id: str) -> tuple[int, str]:
 async def test_exit_code_logs_and_command_not_found(
     vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
 ) -> None:
-    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge)
+    # Logs bounded to 10 KiB on the node.
+    settings = agent_settings(
+        vmapi, tmp_path / "state", bridge=bridge.bridge, alloc_log_max_mb=10 / 1024
+    )
     async with running_agent(settings, {"qemu": await qemu()}, images, bridge):
         out = await vmapi.ok(
             "POST", "/api/v1/jobs", json=vm_job("hello", ["sh", "-c", "echo hello; exit 3"])
@@ -165,6 +168,14 @@ async def test_exit_code_logs_and_command_not_found(
         [failed] = await until(vmapi, out["job"]["id"], "failed")
         assert failed["exit_code"] == 127
         assert "no-such-command" in failed["client_description"]
+        # ~19 KB of output: the node keeps the most recent 5-10 KiB, and says what it dropped.
+        loop = 'i=0; while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done'
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=vm_job("chatty", ["sh", "-c", loop]))
+        [done] = await until(vmapi, out["job"]["id"], "complete")
+        text = await logs(vmapi, done["id"])
+        note, _, kept = text.partition("\n")
+        assert note.startswith("[mxvm: ") and note.endswith(" bytes of older output dropped]")
+        assert kept.endswith("line 1998\nline 1999\n") and 5 * 1024 <= len(kept) <= 11 * 1024
 
 
 async def test_stop_and_crash_leave_no_vm_tap_or_ip_behind(
