@@ -38,6 +38,6 @@ class Drainer:
                     extra={"node_id": node_id, "stopped": [a for a, _ in step.stopped]},
                 )
                 queued = queued or bool(step.evaluations)
-            if not step.node.drain:
+            if step.completed:
                 log.info("node.drain_complete %s", node_id, extra={"node_id": node_id})
         return queued

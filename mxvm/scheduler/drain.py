@@ -5,9 +5,8 @@ a few at a time, each batch only while at least `count - migrate.max_parallel` o
 allocations are running (anywhere, these included), so the next batch waits for the last
 one's replacements to come up. Running batch jobs are left to finish: stopping one loses its
 work. Allocations that are not running yet (service or batch) cost nothing to move and go at
-once. System
-jobs go last, once nothing else of the node is live, since the others may depend on them
-(Nomad drains in the same order). At the deadline, whatever is left is stopped at once.
+once. System jobs go last, once nothing else of the node is live, since the others may depend
+on them (Nomad drains in the same order). At the deadline, whatever is left is stopped at once.
 """
 
 from __future__ import annotations
@@ -52,11 +51,10 @@ def drain_stops(
     """The candidates to stop now. `others_live`: an allocation of a job that is not a
     system job is still live on the node (meant to run or still stopping), which holds the
     system jobs back."""
-    keep_system = ignore_system_jobs
     stops: list[str] = []
     running_by_job: dict[str, list[DrainCandidate]] = defaultdict(list)
     for c in candidates:
-        if c.job_type in _SYSTEM and keep_system:
+        if c.job_type in _SYSTEM and ignore_system_jobs:
             continue
         if past_deadline:
             stops.append(c.id)

@@ -32,6 +32,7 @@ class Drained(NamedTuple):
     node: Node
     stopped: list[tuple[str, str]]  # (allocation id, job id)
     evaluations: list[Evaluation]
+    completed: bool  # this step finished the drain
 
 
 async def complete_drains(conn: Conn, node_ids: Sequence[str]) -> list[str]:
@@ -58,12 +59,13 @@ async def _drain_step(conn: Conn, node_id: str) -> list[tuple[str, str]]:
         r["id"]: JobAvailability(r["count"], r["max_parallel"], r["running"])
         for r in await conn.fetch(q("drain_job_availability"), services)
     }
+    system = any(c.job_type == JobType.SYSTEM for c in candidates)
     chosen = drain_stops(
         candidates,
         jobs,
         past_deadline=state["past_deadline"],
         ignore_system_jobs=state["drain_ignore_system"],
-        others_live=await conn.fetchval(q("drain_others_live"), node_id),
+        others_live=not system or await conn.fetchval(q("drain_others_live"), node_id),
     )
     if not chosen:
         return []
@@ -76,16 +78,20 @@ async def _drain_step(conn: Conn, node_id: str) -> list[tuple[str, str]]:
     return stopped
 
 
-async def _after_stops(
-    conn: Conn, node_id: str, stopped: list[tuple[str, str]]
-) -> list[Evaluation]:
+async def _step(conn: Conn, node_id: str, *, stop_due: bool) -> Drained:
+    """Stop what is due now (if `stop_due`), re-evaluate the stopped allocations' jobs (which
+    places their replacements) and refresh their statuses, and complete the drain if nothing
+    is left. The node's row is locked by the caller."""
+    stopped = await _drain_step(conn, node_id) if stop_due else []
     job_ids = sorted({job_id for _, job_id in stopped})
     evals = await insert_evaluations(
         conn, [NewEvaluation(j, EvalTrigger.NODE_UPDATE, node_id) for j in job_ids]
     )
     await refresh_statuses(conn, job_ids)
-    await complete_drains(conn, [node_id])
-    return evals
+    completed = bool(await complete_drains(conn, [node_id]))
+    row = await conn.fetchrow(q("node_get"), node_id)
+    assert row is not None
+    return Drained(rows.node(row), stopped, evals, completed)
 
 
 class DrainStore(StoreBase):
@@ -95,35 +101,27 @@ class DrainStore(StoreBase):
         *,
         enable: bool,
         ignore_system_jobs: bool,
-        deadline_s: float | None = None,
+        deadline_s: float | None,
     ) -> Drained:
         """Start (enable) or cancel a node's drain, stopping what it stops right away (with
-        `deadline_s` 0: everything). Cancelling only clears the flag: the node stays
-        ineligible, and what was stopped stays stopped."""
+        `deadline_s` 0: everything; None: no deadline). Cancelling only clears the flag: the
+        node stays ineligible, and what was stopped stays stopped."""
         async with self.db.transaction() as conn:
             if await conn.fetchval(q("node_lock"), node_id) is None:
                 raise NotFound(f"node {node_id} not found")
             await conn.execute(q("node_set_drain"), node_id, enable, deadline_s, ignore_system_jobs)
-            stopped = await _drain_step(conn, node_id) if enable else []
-            evals = await _after_stops(conn, node_id, stopped)
-            row = await conn.fetchrow(q("node_get"), node_id)
-            assert row is not None
-        return Drained(rows.node(row), stopped, evals)
+            return await _step(conn, node_id, stop_due=enable)
 
     async def draining_node_ids(self) -> list[str]:
         return [r["id"] for r in await self.db.fetch(q("nodes_draining"))]
 
     async def drain_step(self, node_id: str) -> Drained | None:
         """One look at a draining node: stop what is due now (the leader's drainer). None
-        when the node is gone or no longer draining."""
+        when the node is gone; nothing stopped when it no longer drains."""
         async with self.db.transaction() as conn:
             if await conn.fetchval(q("node_lock"), node_id) is None:
                 return None
-            stopped = await _drain_step(conn, node_id)
-            evals = await _after_stops(conn, node_id, stopped)
-            row = await conn.fetchrow(q("node_get"), node_id)
-            assert row is not None
-        return Drained(rows.node(row), stopped, evals)
+            return await _step(conn, node_id, stop_due=True)
 
     async def complete_drains(self, node_ids: Sequence[str]) -> list[str]:
         """Nodes whose drain this finished (nothing the drain removes is live any more)."""

@@ -61,7 +61,7 @@ async def test_an_index_from_another_incarnation_of_the_node_gets_everything(
 async def test_a_drain_stamps_what_it_stops(store: Store) -> None:
     node, _, _, a = await one_placed(store)
     before = await store.node_alloc_index(node.id)
-    await store.drain_node(node.id, enable=True, ignore_system_jobs=False)
+    await store.drain_node(node.id, enable=True, ignore_system_jobs=False, deadline_s=0)
     changes = await store.node_changes(node.id, before)
     assert _ids(changes) == [a.id] and changes.index > before
     assert changes.changed[0].allocation.desired_status == "stop"
