@@ -5,6 +5,9 @@ for one) accept KVM_CREATE_VM and even run real-mode code, yet a Linux guest sta
 its early boot. So after the ioctl check the probe boots the guest kernel itself under
 KVM with no root device: a working KVM reaches the "cannot mount root" panic within a
 second or two and, with panic=-1 and -no-reboot, QEMU exits. Anything else means TCG.
+With earlyprintk the kernel's first line comes within milliseconds of the guest starting; a
+stalled KVM prints nothing at all, so silence for FIRST_OUTPUT_S settles it without waiting
+out the whole timeout (10 s of every agent start on such a host).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ _KVM_GET_API_VERSION = 0xAE00
 _KVM_CREATE_VM = 0xAE01
 _KVM_API_VERSION = 12
 PANIC_MARKER = b"Kernel panic"
+FIRST_OUTPUT_S = 5.0
 
 
 class KvmProbe(BaseModel):
@@ -61,11 +65,17 @@ def probe_argv(qemu_binary: str, kernel: Path) -> list[str]:
         qemu_binary, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128M",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio", "-kernel", str(kernel),
-        "-append", "console=ttyS0 panic=-1 loglevel=4",
+        "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1 loglevel=4",
     ]  # fmt: skip
 
 
-async def probe_boot(qemu_binary: str, kernel: Path, *, timeout_s: float = 10.0) -> KvmProbe:
+async def probe_boot(
+    qemu_binary: str,
+    kernel: Path,
+    *,
+    timeout_s: float = 10.0,
+    first_output_s: float = FIRST_OUTPUT_S,
+) -> KvmProbe:
     """The guest side: `kernel` boots under KVM far enough to panic for want of a root."""
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -76,13 +86,23 @@ async def probe_boot(qemu_binary: str, kernel: Path, *, timeout_s: float = 10.0)
         )
     except OSError as exc:
         return KvmProbe(usable=False, reason=f"cannot run {qemu_binary}: {exc.strerror}")
+    assert proc.stdout is not None
+    output = b""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     try:
-        async with asyncio.timeout(timeout_s):
-            output, _ = await proc.communicate()
+        async with asyncio.timeout_at(min(deadline, loop.time() + first_output_s)):
+            output = await proc.stdout.read(4096)  # b"" at once when QEMU exits silently
+        async with asyncio.timeout_at(deadline):
+            output += await proc.stdout.read()
+            await proc.wait()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+        if not output:
+            why = f"no console output under KVM within {min(first_output_s, timeout_s)}s"
+            return KvmProbe(usable=False, reason=f"guest kernel stalled: {why}")
         return KvmProbe(usable=False, reason=f"guest kernel stalled under KVM ({timeout_s}s)")
     if PANIC_MARKER in output:
         return KvmProbe(usable=True, reason="guest kernel boots under KVM")
