@@ -149,6 +149,11 @@ class AgentSettings(_FromEnvAndFile):
         gt=0,
         description="an allocation's output kept on the node: the most recent this many MiB",
     )
+    console_log_max_mb: float = Field(
+        default=1.0,
+        gt=0,
+        description="a VM's kernel console log kept on the node: at most about this many MiB",
+    )
     keep_finished: int = Field(
         default=200,
         ge=0,

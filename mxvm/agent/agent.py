@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from mxvm.agent import alloclog
 from mxvm.agent import record as rec
 from mxvm.agent.context import AgentContext
 from mxvm.agent.inventory import registration, scan_devices
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 POLL_WAIT_S = 25.0
 T = TypeVar("T")
 RETRY_S = 2.0
+CONSOLE_TRIM_S = 30.0  # how often running VMs' console logs are checked against their bound
 
 
 class Agent:
@@ -108,6 +110,7 @@ class Agent:
                 tg.create_task(self._disconnect_fence(stop), name="disconnect-fence")
                 tg.create_task(self._watch(stop), name="watch")
                 tg.create_task(self._device_health(stop), name="device-health")
+                tg.create_task(self._trim_consoles(stop), name="console-trim")
         finally:
             for r in self.runners.values():
                 if r.task is not None:
@@ -218,6 +221,19 @@ class Agent:
                 stop_it = runner.assigned.on_disconnect == "stop"
                 if stop_it and runner.fence(why, grace_s=self.heartbeat_ttl_s / 4):
                     log.warning("alloc.fenced %s %s", runner.alloc_id, why)
+
+    async def _trim_consoles(self, stop: asyncio.Event) -> None:
+        """Keep running VMs' console logs (written by the VMM, not by us) within their bound:
+        a guest that floods its console must not fill the node's disk."""
+        max_bytes = int(self.settings.console_log_max_mb * 1024 * 1024)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CONSOLE_TRIM_S)
+            handles = [r.attempt.handle for r in self.runners.values() if r.attempt.handle]
+            consoles = [h.run_dir / "console.log" for h in handles]  # VmSpec.console_log
+            trimmed = await asyncio.to_thread(alloclog.trim_consoles, consoles, max_bytes)
+            for path in trimmed:
+                log.info("vm.console_trimmed %s", path.parent.parent.name)
 
     async def _device_health(self, stop: asyncio.Event) -> None:
         """Re-scan the devices every health_interval_s and report any change (a GPU that

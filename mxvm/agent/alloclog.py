@@ -11,6 +11,7 @@ reader whose offset was dropped resumes at the oldest byte kept.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -85,3 +86,28 @@ def read(run_dir: Path, offset: int, limit: int) -> tuple[int, bytes]:
         except FileNotFoundError:
             continue
     return offset, b""
+
+
+def trim_console(path: Path, max_bytes: int) -> bool:
+    """Bound a VM's console log, which the VMM itself writes: once it takes more than
+    `max_bytes` of disk, its last half of that goes to `<name>.1` and the log is emptied. The
+    VMM's writes go on at the new end (QEMU appends) or past a hole that takes no disk (a
+    writer with its own offset), so the size on disk is what is checked. Whether it trimmed."""
+    try:
+        if path.stat().st_blocks * 512 <= max_bytes:
+            return False
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes // 2))
+            tail = f.read()
+    except FileNotFoundError:
+        return False
+    kept = path.with_name(path.name + ".1")
+    kept.write_bytes(tail.lstrip(b"\0"))  # a hole reads as zeros
+    os.truncate(path, 0)  # what the VMM wrote since the read is lost: a console line or two
+    return True
+
+
+def trim_consoles(paths: list[Path], max_bytes: int) -> list[Path]:
+    """`trim_console` each; those it trimmed."""
+    return [p for p in paths if trim_console(p, max_bytes)]

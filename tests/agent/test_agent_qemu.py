@@ -23,6 +23,7 @@ import asyncpg
 import psutil
 import pytest
 
+from mxvm.agent import agent as agent_module
 from mxvm.agent.agent import Agent
 from mxvm.agent.record import AllocRecord, alloc_dir
 from mxvm.config import AgentSettings
@@ -409,3 +410,38 @@ async def test_a_vm_whose_command_was_never_sent_gets_it_from_the_next_agent(
         await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
         await until(vmapi, out["job"]["id"], "complete")
     assert qemus_of(a["id"]) == []
+
+
+async def test_a_flooded_console_log_is_trimmed_while_qemu_writes_on(
+    vmapi: Api,
+    images: Path,
+    bridge: NodeNetwork,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QEMU writes the kernel console itself; a guest flooding it must not fill the disk."""
+    monkeypatch.setattr(agent_module, "CONSOLE_TRIM_S", 0.3)
+    settings = agent_settings(
+        vmapi, tmp_path / "state", bridge=bridge.bridge, console_log_max_mb=16 / 1024
+    )
+    flood = (
+        'i=0; while [ $i -lt 2000 ]; do echo "console flood $i" > /dev/console; i=$((i+1)); '
+        "done; sleep 1; echo console-marker > /dev/console; sleep 600"
+    )
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge) as agent:
+        out = await vmapi.ok(
+            "POST", "/api/v1/jobs", json=vm_job("flood", ["sh", "-c", flood], type="service")
+        )
+        [alloc] = await until(vmapi, out["job"]["id"], "running")
+        vm_dir = agent.run_dir(alloc["id"]) / "vm"
+        console = vm_dir / "console.log"
+        async with asyncio.timeout(60):
+            while b"console-marker" not in console.read_bytes():
+                await asyncio.sleep(0.2)
+        # ~40 KB went to the console: trimmed to its last 8 KiB at least once, and QEMU's
+        # later lines land at the start of the emptied log, not past a hole.
+        assert (vm_dir / "console.log.1").exists()
+        assert console.stat().st_size <= 16 * 1024
+        assert not console.read_bytes().startswith(b"\0")
+        await vmapi.ok("POST", f"/api/v1/jobs/{out['job']['id']}/stop")
+        await until(vmapi, out["job"]["id"], "complete")

@@ -94,3 +94,28 @@ async def test_the_agent_api_notes_what_was_dropped(tmp_path: Path) -> None:
                 rest = await r2.read()
     note = f"[mxvm: {start} bytes of older output dropped]\n".encode()
     assert body == note + rest and rest == b"".join(b"%d23456789\n" % i for i in range(10))[start:]
+
+
+def test_a_console_log_is_trimmed_to_its_tail_and_the_vmm_writes_on(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    # A writer like QEMU with append=on, and one with its own offset (a hole follows).
+    appender = console.open("ab", buffering=0)
+    appender.write(b"boot line\n" * 10_000)  # 100 KB
+    assert not alloclog.trim_console(console, 200_000)  # within the bound: untouched
+    assert alloclog.trim_console(console, 64 * 1024)
+    kept = (tmp_path / "console.log.1").read_bytes()
+    assert len(kept) == 32 * 1024 and kept.endswith(b"boot line\n")
+    assert console.stat().st_size == 0
+    appender.write(b"after the trim\n")
+    assert console.read_bytes() == b"after the trim\n"
+    appender.close()
+
+    other = tmp_path / "other.log"
+    with other.open("wb", buffering=0) as writer:  # no O_APPEND: keeps its offset
+        writer.write(b"x" * 200_000)
+        assert alloclog.trim_console(other, 64 * 1024)
+        writer.write(b"panic\n")  # lands at 200,000, past a hole
+    assert other.stat().st_size == 200_006 and other.stat().st_blocks * 512 < 64 * 1024
+    assert not alloclog.trim_console(other, 64 * 1024)  # the hole takes no disk
+    assert alloclog.trim_consoles([other, tmp_path / "gone.log"], 100) == [other]
+    assert (tmp_path / "other.log.1").read_bytes() == b"panic\n"

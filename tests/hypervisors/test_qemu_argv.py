@@ -26,7 +26,7 @@ def spec(**overrides: Any) -> VmSpec:
 
 def control(port: str = "org.mxvm.guest.0") -> list[str]:
     return [
-        "-chardev", f"file,id=console,path={RUN}/console.log",
+        "-chardev", f"file,id=console,path={RUN}/console.log,append=on",
         "-serial", "chardev:console",
         "-qmp", f"unix:{RUN}/qmp.sock,server=on,wait=off",
         "-chardev", f"socket,id=guest,path={RUN}/guest.sock,server=on,wait=off",
@@ -110,7 +110,7 @@ def test_vfio_turns_on_pcie_and_adds_each_function() -> None:
 def test_commas_in_paths_are_escaped_in_option_lists_only() -> None:
     s = spec(run_dir=Path("/run/a,b"), root_disk=Path("/img/d,1.img"))
     argv = build_argv(s, accel="tcg", host_mhz=1000)
-    assert "file,id=console,path=/run/a,,b/console.log" in argv
+    assert "file,id=console,path=/run/a,,b/console.log,append=on" in argv
     assert "unix:/run/a,,b/qmp.sock,server=on,wait=off" in argv
     assert "id=disk0,file=/img/d,,1.img,if=none,format=raw" in argv
     assert argv[-1] == "/run/a,b/vmm.pid"  # -pidfile takes a plain path

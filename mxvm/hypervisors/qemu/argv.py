@@ -53,7 +53,9 @@ def _boot(spec: VmSpec, accel: Accel, host_mhz: int) -> list[str]:
 
 def _control(spec: VmSpec, guest_port: str) -> list[str]:
     return [
-        "-chardev", f"file,id=console,path={_opt(spec.console_log)}",
+        # append: the agent trims a long console log (mxvm.agent.alloclog.trim_console), and
+        # QEMU's writes must then go on at the file's new end, not at its old offset.
+        "-chardev", f"file,id=console,path={_opt(spec.console_log)},append=on",
         "-serial", "chardev:console",
         "-qmp", f"unix:{_opt(spec.qmp_socket)},server=on,wait=off",
         "-chardev", f"socket,id=guest,path={_opt(spec.guest_socket)},server=on,wait=off",

@@ -43,7 +43,9 @@ from mxvm.hypervisors.vmm_process import VmmProcesses
 log = logging.getLogger(__name__)
 
 NAME = "qemu"
-_RUN_FILES = ("qmp.sock", "guest.sock", "vmm.pid", "vm.json")
+# Cleared before each start (the console is appended to: a restart must not see the last
+# boot's panic at its tail).
+_RUN_FILES = ("qmp.sock", "guest.sock", "vmm.pid", "vm.json", "console.log", "console.log.1")
 _CRASHED_RUNSTATES = frozenset({"guest-panicked", "internal-error", "io-error"})
 
 
