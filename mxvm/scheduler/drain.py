@@ -21,13 +21,14 @@ _SYSTEM = (JobType.SYSTEM, JobType.SYSBATCH)
 
 
 @dataclass(frozen=True, slots=True)
-class DrainCandidate:
-    """A live allocation on the draining node that is still meant to run."""
+class LiveAlloc:
+    """A live allocation on the draining node."""
 
     id: str
     job_id: str
     job_type: JobType
     running: bool
+    stopping: bool = False  # told to stop already (by the drain or otherwise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +42,20 @@ class JobAvailability:
 
 
 def drain_stops(
-    candidates: Iterable[DrainCandidate],
+    allocs: Iterable[LiveAlloc],
     jobs: Mapping[str, JobAvailability],
     *,
     past_deadline: bool,
     ignore_system_jobs: bool,
-    others_live: bool,
 ) -> list[str]:
-    """The candidates to stop now. `others_live`: an allocation of a job that is not a
-    system job is still live on the node (meant to run or still stopping), which holds the
-    system jobs back."""
+    """The allocations to stop now, of the node's live ones."""
+    allocs = list(allocs)
+    # Still live there (meant to run or stopping): holds the system jobs back.
+    others_live = any(a.job_type not in _SYSTEM for a in allocs)
     stops: list[str] = []
-    running_by_job: dict[str, list[DrainCandidate]] = defaultdict(list)
-    for c in candidates:
-        if c.job_type in _SYSTEM and ignore_system_jobs:
+    running_by_job: dict[str, list[LiveAlloc]] = defaultdict(list)
+    for c in allocs:
+        if c.stopping or (c.job_type in _SYSTEM and ignore_system_jobs):
             continue
         if past_deadline:
             stops.append(c.id)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from mxvm.errors import NotFound
 from mxvm.models import AllocStop, EvalTrigger, Evaluation, JobType, Node
-from mxvm.scheduler.drain import DrainCandidate, JobAvailability, drain_stops
+from mxvm.scheduler.drain import JobAvailability, LiveAlloc, drain_stops
 from mxvm.store import rows
 from mxvm.store.base import StoreBase
 from mxvm.store.database import Conn
@@ -43,33 +43,33 @@ async def complete_drains(conn: Conn, node_ids: Sequence[str]) -> list[str]:
     return [r["id"] for r in await conn.fetch(q("nodes_drain_complete"), locked)]
 
 
-async def _drain_step(conn: Conn, node_id: str) -> list[tuple[str, str]]:
+async def _stop_due(conn: Conn, node_id: str) -> list[tuple[str, str]]:
     """Stop what the drain of `node_id` (row locked by the caller) stops now; (alloc, job)."""
     state = await conn.fetchrow(q("node_drain_state"), node_id)
     if state is None or not state["drain"]:
         return []
-    candidates = [
-        DrainCandidate(r["id"], r["job_id"], JobType(r["job_type"]), r["running"])
-        for r in await conn.fetch(q("drain_candidates"), node_id)
+    allocs = [
+        LiveAlloc(r["id"], r["job_id"], JobType(r["job_type"]), r["running"], r["stopping"])
+        for r in await conn.fetch(q("drain_live_allocs"), node_id)
     ]
-    if not candidates:
+    if not allocs:
         return []
-    services = sorted({c.job_id for c in candidates if c.job_type == JobType.SERVICE})
+    services = sorted(
+        {a.job_id for a in allocs if a.job_type == JobType.SERVICE and not a.stopping}
+    )
     jobs = {
         r["id"]: JobAvailability(r["count"], r["max_parallel"], r["running"])
         for r in await conn.fetch(q("drain_job_availability"), services)
     }
-    system = any(c.job_type == JobType.SYSTEM for c in candidates)
     chosen = drain_stops(
-        candidates,
+        allocs,
         jobs,
         past_deadline=state["past_deadline"],
         ignore_system_jobs=state["drain_ignore_system"],
-        others_live=not system or await conn.fetchval(q("drain_others_live"), node_id),
     )
     if not chosen:
         return []
-    job_of = {c.id: c.job_id for c in candidates}
+    job_of = {a.id: a.job_id for a in allocs}
     stops = [AllocStop(alloc_id=i, description=DRAIN_DESCRIPTION) for i in chosen]
     # Stopped as a plan stops allocations (node index bumped, each stamped).
     stopped = [(r["id"], job_of[r["id"]]) for r in await stop_allocations(conn, stops)]
@@ -82,7 +82,7 @@ async def _step(conn: Conn, node_id: str, *, stop_due: bool) -> Drained:
     """Stop what is due now (if `stop_due`), re-evaluate the stopped allocations' jobs (which
     places their replacements) and refresh their statuses, and complete the drain if nothing
     is left. The node's row is locked by the caller."""
-    stopped = await _drain_step(conn, node_id) if stop_due else []
+    stopped = await _stop_due(conn, node_id) if stop_due else []
     job_ids = sorted({job_id for _, job_id in stopped})
     evals = await insert_evaluations(
         conn, [NewEvaluation(j, EvalTrigger.NODE_UPDATE, node_id) for j in job_ids]

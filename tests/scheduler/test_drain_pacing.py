@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 from mxvm.models import JobType
-from mxvm.scheduler.drain import DrainCandidate, JobAvailability, drain_stops
+from mxvm.scheduler.drain import JobAvailability, LiveAlloc, drain_stops
 
 SVC, BATCH, SYS, SYSBATCH = JobType.SERVICE, JobType.BATCH, JobType.SYSTEM, JobType.SYSBATCH
 
 
-def c(id_: str, job: str, type_: JobType = SVC, running: bool = True) -> DrainCandidate:
-    return DrainCandidate(id_, job, type_, running)
+def c(
+    id_: str, job: str, type_: JobType = SVC, running: bool = True, stopping: bool = False
+) -> LiveAlloc:
+    return LiveAlloc(id_, job, type_, running, stopping)
 
 
 def stops(
-    cands: list[DrainCandidate],
+    cands: list[LiveAlloc],
     jobs: dict[str, JobAvailability] | None = None,
     *,
     past_deadline: bool = False,
     ignore_system_jobs: bool = False,
     others_live: bool = True,
 ) -> list[str]:
+    """`others_live`: the node also has a batch allocation that is stopping (still live)."""
+    stopping = [c("other", "job9", BATCH, stopping=True)] if others_live else []
     return drain_stops(
-        cands,
+        [*cands, *stopping],
         jobs or {},
         past_deadline=past_deadline,
         ignore_system_jobs=ignore_system_jobs,
-        others_live=others_live,
     )
 
 

@@ -137,21 +137,15 @@ SELECT 'jobs' AS kind, status, count(*) AS n FROM jobs GROUP BY status;
 -- and with drain completion. The node row is always locked before its allocations' rows.
 SELECT id FROM nodes WHERE id = $1 FOR UPDATE;
 
--- name: drain_candidates
--- The allocations on the draining node that are still meant to run, with what the drain
--- decides by (mxvm/scheduler/drain.py): their job's type, and whether they run yet.
-SELECT a.id, a.job_id, j.type AS job_type, a.client_status = 'running' AS running
+-- name: drain_live_allocs
+-- The live allocations on the draining node, with what the drain decides by
+-- (mxvm/scheduler/drain.py): their job's type, whether they run yet, whether they are
+-- stopping already.
+SELECT a.id, a.job_id, j.type AS job_type, a.client_status = 'running' AS running,
+       a.desired_status = 'stop' AS stopping
 FROM allocations AS a JOIN jobs AS j ON j.id = a.job_id
-WHERE a.node_id = $1 AND a.live AND a.desired_status = 'run'
+WHERE a.node_id = $1 AND a.live
 ORDER BY a.id;
-
--- name: drain_others_live
--- Whether an allocation of a job that is not a system job is still live on the node (meant
--- to run, or stopping): system jobs are drained only after the others.
-SELECT EXISTS (
-    SELECT 1 FROM allocations AS a JOIN jobs AS j ON j.id = a.job_id
-    WHERE a.node_id = $1 AND a.live AND j.type NOT IN ('system', 'sysbatch')
-);
 
 -- name: drain_job_availability
 -- Per service job: the allocations it wants, how many its migrate policy lets a drain take
