@@ -230,7 +230,7 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), CONSOLE_TRIM_S)
             handles = [r.attempt.handle for r in self.runners.values() if r.attempt.handle]
-            consoles = [h.run_dir / "console.log" for h in handles]  # VmSpec.console_log
+            consoles = [h.console_log for h in handles]
             trimmed = await asyncio.to_thread(alloclog.trim_consoles, consoles, max_bytes)
             for path in trimmed:
                 log.info("vm.console_trimmed %s", path.parent.parent.name)

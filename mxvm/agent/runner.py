@@ -224,7 +224,7 @@ class AllocRunner:
         if not driver.capabilities().guest_agent:
             return await supervise_vm(driver, adopted, self.stop_requested)
         try:
-            socket = adopted.run_dir / "guest.sock"  # VmSpec.guest_socket
+            socket = adopted.guest_socket
             guest = await GuestClient.connect(socket, timeout=30)
             self.attempt.guest = guest
             # Attach before anything else: the guest flushes the output it held while no

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -57,27 +57,12 @@ class Capabilities(BaseModel):
     )
 
 
-class VmSpec(BaseModel):
-    """Everything a driver needs to start one allocation's microVM.
+class InRunDir:
+    """The fixed names inside a VM's run dir, for what starts a VM (VmSpec) and what finds it
+    again (VmHandle): a recovering agent finds them from `run_dir` alone."""
 
-    `run_dir` is the allocation's private directory; the sockets, pidfile and console log
-    live inside it at fixed names, so a recovering agent finds them from `run_dir` alone.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    alloc_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\[\]-]+$")
-    vcpus: int = Field(ge=1, le=255)
-    memory_mb: int = Field(ge=MIN_GUEST_MEMORY_MB)
-    kernel: Path
-    initrd: Path | None = None
-    root_disk: Path | None = None
-    kernel_args: list[str] = Field(default_factory=list)
-    tap: str | None = None
-    mac: str | None = None
-    pci_devices: list[str] = Field(default_factory=list, description="host PCI addresses")
-    run_dir: Path
+    if TYPE_CHECKING:  # the models' own field (here it would be a field of its own, first)
+        run_dir: Path
 
     @property
     def qmp_socket(self) -> Path:
@@ -98,6 +83,29 @@ class VmSpec(BaseModel):
     @property
     def state_file(self) -> Path:
         return self.run_dir / "vm.json"
+
+
+class VmSpec(InRunDir, BaseModel):
+    """Everything a driver needs to start one allocation's microVM.
+
+    `run_dir` is the allocation's private directory; the sockets, pidfile and console log
+    live inside it at fixed names, so a recovering agent finds them from `run_dir` alone.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alloc_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\[\]-]+$")
+    vcpus: int = Field(ge=1, le=255)
+    memory_mb: int = Field(ge=MIN_GUEST_MEMORY_MB)
+    kernel: Path
+    initrd: Path | None = None
+    root_disk: Path | None = None
+    kernel_args: list[str] = Field(default_factory=list)
+    tap: str | None = None
+    mac: str | None = None
+    pci_devices: list[str] = Field(default_factory=list, description="host PCI addresses")
+    run_dir: Path
 
     @field_validator("run_dir", "kernel", "initrd", "root_disk")
     @classmethod
@@ -155,7 +163,7 @@ class VmState(StrEnum):
     UNKNOWN = "unknown"  # the process lives but the VMM does not answer
 
 
-class VmHandle(BaseModel):
+class VmHandle(InRunDir, BaseModel):
     """What the agent keeps to find a VM again; enough to rebuild after a restart."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

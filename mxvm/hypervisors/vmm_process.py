@@ -143,7 +143,7 @@ class VmmProcesses(Generic[R]):
         while status is None and self.running(handle) is not None:
             if await process.wait_exit_for(handle.pid, CONSOLE_CHECK_S, poll_s=self.poll_s):
                 break
-            reason = crash_reason(handle.run_dir / "console.log")
+            reason = crash_reason(handle.console_log)
             if reason is not None:
                 status = VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=reason)
         status = status or await ended(handle)

@@ -201,12 +201,12 @@ class CloudHypervisorDriver:
     async def _ended(self, handle: VmHandle) -> VmStatus:
         record = self._vmm.record(handle)
         code = await self._exit_code(handle)
-        return exit_status(record, handle.run_dir / "console.log", code)
+        return exit_status(record, handle.console_log, code)
 
     async def inspect(self, handle: VmHandle) -> VmStatus:
         if self._vmm.running(handle) is None:
             return await self._ended(handle)
-        panic = panic_reason(handle.run_dir / "console.log")
+        panic = panic_reason(handle.console_log)
         if panic is not None:
             return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=panic)
         try:

@@ -216,7 +216,7 @@ class LibvirtDriver:
         record = handle_record(handle, load_record)
         if info is not None and record is not None and info.uuid != record.uuid:
             info = None  # a later definition under the same name: not this VM's verdict
-        return ended_status(record, info, handle.run_dir / "console.log")
+        return ended_status(record, info, handle.console_log)
 
     # -- recover, inspect, wait ----------------------------------------------------------
 
@@ -234,7 +234,7 @@ class LibvirtDriver:
         if info is None:
             return await self._ended(handle)
         # A guest whose kernel halted in boot leaves QEMU (and so the domain) running.
-        halted = halted_reason(handle.run_dir / "console.log")
+        halted = halted_reason(handle.console_log)
         if halted is not None:
             return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=halted)
         if info.state is DomainState.CRASHED:  # on_crash other than destroy keeps QEMU

@@ -195,7 +195,7 @@ class QemuDriver:
     async def _query(self, handle: VmHandle, *, timeout_s: float | None = None) -> QmpStatus:
         """query-status, retrying the connection until `timeout_s` (QEMU may be starting)."""
         deadline = asyncio.get_running_loop().time() + (timeout_s or self._qmp_timeout_s)
-        sock = handle.run_dir / "qmp.sock"
+        sock = handle.qmp_socket
         while True:
             try:
                 async with self._qmp_lock(handle), await self._connect(sock) as qmp:
@@ -219,12 +219,12 @@ class QemuDriver:
         return await self._vmm.recover(alloc_id, run_dir, self._query)
 
     async def _ended(self, handle: VmHandle) -> VmStatus:
-        return exit_status(self._vmm.record(handle), handle.run_dir / "console.log")
+        return exit_status(self._vmm.record(handle), handle.console_log)
 
     async def inspect(self, handle: VmHandle) -> VmStatus:
         if self._vmm.running(handle) is None:
             return await self._ended(handle)
-        halted = halted_reason(handle.run_dir / "console.log")
+        halted = halted_reason(handle.console_log)
         if halted is not None:
             return VmStatus(state=VmState.CRASHED, pid=handle.pid, reason=halted)
         try:
@@ -249,7 +249,7 @@ class QemuDriver:
             return await self._ended(handle)
         record.stop_requested = True
         save_record(handle.run_dir, record)
-        sock = handle.run_dir / "qmp.sock"
+        sock = handle.qmp_socket
         try:
             async with self._qmp_lock(handle), await self._connect(sock) as qmp:
                 await qmp.system_powerdown()
