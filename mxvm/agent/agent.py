@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
+from collections import deque
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
@@ -71,6 +73,7 @@ class Agent:
             self.ctx.sysfs_writer = sysfs_writer
         self.devices: list[Device] = []  # as last reported to the coordinator
         self.runners: dict[str, AllocRunner] = {}
+        self._finished: deque[Path] = deque()  # finished allocations' run dirs, oldest first
         # Live allocations told to stop before they had a runner, already reported complete:
         # still live until the coordinator applies that, and no runner will ever exist for them.
         self._settled: set[str] = set()
@@ -172,6 +175,9 @@ class Agent:
                 await self._discard(run_dir, record)
                 continue
             self._start_runner(AllocRunner(self.ctx, assigned, record))
+        # What earlier agents left finished: read once, then kept up as runners finish.
+        skip = {r.run_dir.name for r in self.runners.values()}
+        self._finished.extend(rec.finished_dirs(self.settings.state_dir, skip))
         self._prune_finished()
         held = {d for r in self.runners.values() for d in r.assigned.allocation.device_ids}
         released = await release_leftovers(self.ctx, held)
@@ -320,14 +326,19 @@ class Agent:
     def _start_runner(self, runner: AllocRunner) -> None:
         self.runners[runner.alloc_id] = runner
         runner.task = asyncio.create_task(runner.run(), name=f"alloc-{runner.alloc_id[:8]}")
-        runner.task.add_done_callback(lambda _: self._prune_finished())
+        runner.task.add_done_callback(lambda _: self._runner_done(runner))
+
+    def _runner_done(self, runner: AllocRunner) -> None:
+        if runner.finished.is_set():  # not when cancelled: its VM runs on for the next agent
+            self._finished.append(runner.run_dir)
+            self._prune_finished()
 
     def _prune_finished(self) -> None:
-        """Keep the run dirs (logs) of the newest `keep_finished` finished allocations. In
-        the loop itself: a runner's run dir and record appear together (no await between),
-        so one that is starting is never taken for finished."""
-        busy = {r.run_dir.name for r in self.runners.values() if not r.finished.is_set()}
-        gone = rec.prune_finished(self.settings.state_dir, self.settings.keep_finished, busy)
+        """Keep the run dirs (logs) of the newest `keep_finished` finished allocations."""
+        gone = []
+        while len(self._finished) > self.settings.keep_finished:
+            gone.append(self._finished.popleft())
+            shutil.rmtree(gone[-1], ignore_errors=True)
         if gone:
             log.info("alloc.dirs_pruned %d", len(gone), extra={"dirs": [p.name for p in gone]})
 

@@ -4,7 +4,6 @@ its VMs: the allocation's run dir holds record.json next to the VMM's own state.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Collection
 from pathlib import Path
 
@@ -64,10 +63,9 @@ def remove(run_dir: Path) -> None:
     (run_dir / RECORD).unlink(missing_ok=True)
 
 
-def prune_finished(state_dir: Path, keep: int, busy: Collection[str]) -> list[Path]:
-    """Remove the run dirs (and logs) of finished allocations beyond the newest `keep`; the
-    removed dirs. Finished: no record left (its end reached the coordinator). `busy`: run dir
-    names of runners still at work, left alone whatever their state on disk."""
+def finished_dirs(state_dir: Path, skip: Collection[str]) -> list[Path]:
+    """The run dirs of finished allocations, oldest first. Finished: no record left (its end
+    reached the coordinator). `skip`: run dir names the caller keeps track of itself."""
     root = state_dir / "a"
     finished: list[tuple[float, Path]] = []
     try:
@@ -76,14 +74,10 @@ def prune_finished(state_dir: Path, keep: int, busy: Collection[str]) -> list[Pa
         return []
     for entry in entries:
         path = Path(entry.path)
-        if entry.name in busy or not entry.is_dir() or (path / RECORD).exists():
+        if entry.name in skip or not entry.is_dir() or (path / RECORD).exists():
             continue
         try:
             finished.append((entry.stat().st_mtime, path))  # the record's removal: the end
         except FileNotFoundError:
             continue
-    finished.sort(reverse=True)
-    gone = [path for _, path in finished[keep:]]
-    for path in gone:
-        shutil.rmtree(path, ignore_errors=True)
-    return gone
+    return [path for _, path in sorted(finished)]
