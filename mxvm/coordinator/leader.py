@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from mxvm.coordinator.drainer import Drainer
 from mxvm.coordinator.evaluator import Evaluator
@@ -119,27 +120,31 @@ class LeaderLoop:
 
     async def _reap(self, stop: asyncio.Event) -> None:
         reaper = Reaper(self.coord.store, self.coord.leases, self.settings.heartbeat_ttl_s)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_ttl_s / 3)
-            if stop.is_set():
-                return
-            try:
-                if await reaper.run_once():
-                    self.coord.watch.wake_evaluator()
-            except BackendUnavailable as exc:
-                log.warning("reaper.backend_unavailable %s", exc.detail)
+        await self._repeat(stop, "reaper", reaper.run_once, self.settings.heartbeat_ttl_s / 3)
 
     async def _drain(self, stop: asyncio.Event) -> None:
         drainer = Drainer(self.coord.store, self.coord.watch)
-        wake = self.coord.watch.drain_wakeup
+        interval_s, wake = self.settings.drain_interval_s, self.coord.watch.drain_wakeup
+        await self._repeat(stop, "drainer", drainer.run_once, interval_s, wake)
+
+    async def _repeat(
+        self,
+        stop: asyncio.Event,
+        name: str,
+        step: Callable[[], Awaitable[object]],
+        interval_s: float,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        """`step` every `interval_s`, or sooner when `wake` is set, while we lead (losing the
+        lease or stopping cancels this); a truthy result means evaluations to run."""
+        wake = wake or asyncio.Event()
         while not stop.is_set():
             wake.clear()
             try:
-                if await drainer.run_once():
+                if await step():
                     self.coord.watch.wake_evaluator()
             except BackendUnavailable as exc:
-                log.warning("drainer.backend_unavailable %s", exc.detail)
+                log.warning("%s.backend_unavailable %s", name, exc.detail)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.drain_interval_s):
+                async with asyncio.timeout(interval_s):
                     await wake.wait()
