@@ -161,6 +161,14 @@ class AgentSettings(_FromEnvAndFile):
     )
     log_level: str = "INFO"
 
+    @property
+    def alloc_log_max_bytes(self) -> int:
+        return int(self.alloc_log_max_mb * 1024 * 1024)
+
+    @property
+    def console_log_max_bytes(self) -> int:
+        return int(self.console_log_max_mb * 1024 * 1024)
+
 
 class ClientSettings(_FromEnvAndFile):
     """What the CLI needs to reach a coordinator (like NOMAD_ADDR / NOMAD_TOKEN)."""

@@ -231,13 +231,14 @@ class Agent:
     async def _trim_consoles(self, stop: asyncio.Event) -> None:
         """Keep running VMs' console logs (written by the VMM, not by us) within their bound:
         a guest that floods its console must not fill the node's disk."""
-        max_bytes = int(self.settings.console_log_max_mb * 1024 * 1024)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), CONSOLE_TRIM_S)
             handles = [r.attempt.handle for r in self.runners.values() if r.attempt.handle]
             consoles = [h.console_log for h in handles]
-            trimmed = await asyncio.to_thread(alloclog.trim_consoles, consoles, max_bytes)
+            trimmed = await asyncio.to_thread(
+                alloclog.trim_consoles, consoles, self.settings.console_log_max_bytes
+            )
             for path in trimmed:
                 log.info("vm.console_trimmed %s", path.parent.parent.name)
 

@@ -64,8 +64,7 @@ class AllocRunner:
         self.fenced: tuple[str, float] | None = None  # (why, grace) when fence() stopped it
 
     def _open_log(self) -> LogWriter:
-        max_bytes = int(self.ctx.settings.alloc_log_max_mb * 1024 * 1024)
-        return LogWriter(self.run_dir, max_bytes)
+        return LogWriter(self.run_dir, self.ctx.settings.alloc_log_max_bytes)
 
     def request_stop(self) -> None:
         self.stop_requested.set()
