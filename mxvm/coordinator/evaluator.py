@@ -11,6 +11,10 @@ The outcomes are written in the background while the next batch is read and plan
 plans are committed already, so the next batch sees the placements): in a burst, the submits
 that came in behind a first small batch no longer wait for its bookkeeping. Evaluations whose
 outcomes are still being written are left out of the next batch; the writes keep their order.
+
+An evaluation is blocked only if no capacity changed since its snapshot was read: a change's
+unblock only sees evaluations already blocked, so one blocked by a round that read the cluster
+before the change (a node came back while it was being planned) is planned again instead.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mxvm.errors import BackendUnavailable
@@ -44,10 +49,18 @@ def _new_id() -> str:
 
 
 class Evaluator:
-    def __init__(self, store: Store, epoch: int, config: SchedulerConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        epoch: int,
+        config: SchedulerConfig | None = None,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`wake`: have run_once called again soon (evaluations were left pending)."""
         self.store = store
         self.epoch = epoch
         self.config = config or SchedulerConfig()
+        self._wake = wake
         self._writer: asyncio.Task[None] | None = None
         self._writing: set[str] = set()  # evaluations whose outcomes the writer is writing
 
@@ -60,6 +73,7 @@ class Evaluator:
         if not evals:
             return 0
         job_ids = sorted({ev.job_id for ev in evals})
+        capacity_seq = await self.store.capacity_seq()  # before the snapshot: see above
         # Three independent reads, side by side on the evaluator's own connections.
         jobs, snapshot, allocs = await asyncio.gather(
             self.store.get_jobs(job_ids),
@@ -93,7 +107,9 @@ class Evaluator:
                 snapshot = await self.store.snapshot()
         await self.outcomes_written()  # the previous batch's first: they supersede in order
         self._writing = {o.evaluation.id for o in outcomes}
-        self._writer = asyncio.create_task(self._write(outcomes), name="eval-outcomes")
+        self._writer = asyncio.create_task(
+            self._write(outcomes, capacity_seq), name="eval-outcomes"
+        )
         return len(evals)
 
     async def outcomes_written(self) -> None:
@@ -102,15 +118,19 @@ class Evaluator:
         if self._writer is not None:
             await asyncio.shield(self._writer)
 
-    async def _write(self, outcomes: list[EvalOutcome]) -> None:
+    async def _write(self, outcomes: list[EvalOutcome], capacity_seq: int) -> None:
+        requeued: list[str] = []
         try:
-            await self.store.finish_evaluations(outcomes)
+            requeued = await self.store.finish_evaluations(outcomes, capacity_seq)
         except BackendUnavailable as exc:
             log.warning("evaluator.outcomes_unwritten %s", exc.detail)
         finally:
             self._writing = set()
+        if requeued:
+            log.info("eval.requeued %s: capacity changed while they were planned", requeued)
+            self._wake()
         for o in outcomes:
-            if o.status == EvalStatus.BLOCKED:
+            if o.status == EvalStatus.BLOCKED and o.evaluation.id not in requeued:
                 log.info(
                     "eval.blocked %s %s",
                     o.evaluation.id,

@@ -97,7 +97,7 @@ class LeaderLoop:
         raise LostLeadership()  # stopping: leave the TaskGroup
 
     async def _evaluate(self, epoch: int, stop: asyncio.Event) -> None:
-        evaluator = Evaluator(self.coord.planner, epoch)
+        evaluator = Evaluator(self.coord.planner, epoch, wake=self.coord.watch.wake_evaluator)
         wake = self.coord.watch.eval_wakeup
         try:
             while not stop.is_set():

@@ -54,20 +54,30 @@ class EvaluationStore(StoreBase):
         """The newest runnable pending evaluation of each job, oldest job first."""
         return [rows.evaluation(r) for r in await self.db.fetch(q("evals_ready"), limit)]
 
-    async def finish_evaluations(self, outcomes: list[EvalOutcome]) -> None:
+    async def capacity_seq(self) -> int:
+        """How many capacity changes there have been: read before planning, handed back to
+        finish_evaluations."""
+        return int(await self.db.fetchval(q("capacity_seq")))
+
+    async def finish_evaluations(
+        self, outcomes: list[EvalOutcome], capacity_seq: int | None = None
+    ) -> list[str]:
         """Record a batch's outcomes in one transaction: each evaluation's status, the older
         open evaluations of its job superseded, delayed follow-ups queued, and the jobs'
-        statuses re-derived."""
+        statuses re-derived. A blocked outcome planned before the last capacity change
+        (`capacity_seq`: the count read before the snapshot; None: not checked) is left
+        pending to be planned again; returns those evaluations."""
         if not outcomes:
-            return
+            return []
         async with self.db.transaction() as conn:
-            await conn.execute(
+            requeued = await conn.fetch(
                 q("evals_finish_many"),
                 [o.evaluation.id for o in outcomes],
                 [o.status.value for o in outcomes],
                 [o.description for o in outcomes],
                 [json.dumps(o.failures) for o in outcomes],
                 [o.queued for o in outcomes],
+                capacity_seq,
             )
             follow = [
                 NewEvaluation(o.evaluation.job_id, EvalTrigger.ALLOC_FAILURE, None, o.follow_up_at)
@@ -76,6 +86,7 @@ class EvaluationStore(StoreBase):
             ]
             await insert_evaluations(conn, follow)
             await refresh_statuses(conn, sorted({o.evaluation.job_id for o in outcomes}))
+        return [r["id"] for r in requeued]
 
     async def create_evaluations(self, new: list[NewEvaluation]) -> list[Evaluation]:
         """Queue several evaluations in one transaction, and re-derive their jobs' statuses."""
@@ -88,6 +99,7 @@ class EvaluationStore(StoreBase):
 
     async def unblock_evaluations(self) -> int:
         async with self.db.transaction() as conn:
+            await conn.execute(q("capacity_changed"))
             n = len(await conn.fetch(q("evals_unblock")))
             if n:
                 await conn.execute(q("evals_notify"))

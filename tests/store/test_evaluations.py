@@ -3,11 +3,15 @@ open evaluations superseded, delayed follow-ups queued, job statuses re-derived.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+
+import asyncpg
 
 from mxvm.models import EvalOutcome, EvalStatus, EvalTrigger, JobSpec, JobStatus
 from mxvm.store import Store
 from mxvm.store.evaluations import NewEvaluation
+from mxvm.store.queries import q
 
 
 def _spec(name: str) -> JobSpec:
@@ -50,3 +54,53 @@ async def test_a_batch_of_outcomes_supersedes_older_evaluations(store: Store) ->
     assert await store.ready_evaluations(10) == []
     # A batch job with no allocations and a blocked evaluation is still pending.
     assert (await store.get_job(other.id)).status == JobStatus.PENDING
+
+
+async def _finish_blocked(conn: asyncpg.Connection, eval_id: str, seen: int) -> list[str]:
+    rows = await conn.fetch(
+        q("evals_finish_many"), [eval_id], ["blocked"], ["no room"], ["{}"], [1], seen
+    )
+    return [r["id"] for r in rows]
+
+
+async def _unblock(conn: asyncpg.Connection) -> int:
+    async with conn.transaction():
+        await conn.execute(q("capacity_changed"))
+        return len(await conn.fetch(q("evals_unblock")))
+
+
+async def test_an_unblock_racing_a_blocked_outcome_is_never_lost(store: Store, pg_dsn: str) -> None:
+    """The two orders in which a capacity change can meet a blocked outcome being written,
+    each with both transactions open at once: the evaluation always ends up pending."""
+    finisher, unblocker = await asyncpg.connect(pg_dsn), await asyncpg.connect(pg_dsn)
+    try:
+        # 1. The outcome is written first (holding the count's share lock): the unblock's
+        # count waits for its commit, and its unblock then sees the evaluation blocked.
+        _, ev = await store.create_job(_spec("first"))
+        seen = await store.capacity_seq()
+        tx = finisher.transaction()
+        await tx.start()
+        assert await _finish_blocked(finisher, ev.id, seen) == []
+        unblock = asyncio.create_task(_unblock(unblocker))
+        await asyncio.sleep(0.3)
+        assert not unblock.done()  # waiting for the outcome's commit
+        await tx.commit()
+        assert await unblock == 1
+        assert (await store.get_evaluation(ev.id)).status == EvalStatus.PENDING
+        # 2. The count goes first (not committed yet): the outcome waits for it, then sees
+        # a count newer than its snapshot's, and leaves the evaluation pending.
+        _, ev2 = await store.create_job(_spec("second"))
+        seen = await store.capacity_seq()
+        tx = unblocker.transaction()
+        await tx.start()
+        await unblocker.execute(q("capacity_changed"))
+        finish = asyncio.create_task(_finish_blocked(finisher, ev2.id, seen))
+        await asyncio.sleep(0.3)
+        assert not finish.done()  # waiting for the count's commit
+        await unblocker.fetch(q("evals_unblock"))
+        await tx.commit()
+        assert await finish == [ev2.id]
+        assert (await store.get_evaluation(ev2.id)).status == EvalStatus.PENDING
+    finally:
+        await finisher.close()
+        await unblocker.close()
