@@ -19,6 +19,7 @@ from aiohttp import web
 from mxvm.agent import alloclog
 from mxvm.agent import record as rec
 from mxvm.agent.context import AgentContext
+from mxvm.agent.identity import hold_state_dir, node_key
 from mxvm.agent.inventory import registration, scan_devices
 from mxvm.agent.passthrough import release_leftovers
 from mxvm.agent.reporter import Reporter
@@ -29,7 +30,7 @@ from mxvm.client import ApiClient
 from mxvm.config import AgentSettings, split_listen
 from mxvm.devices import NvmlBackend
 from mxvm.devices.vfio import SysfsWriter
-from mxvm.errors import BackendUnavailable, MxvmError, NotFound
+from mxvm.errors import BackendUnavailable, Conflict, MxvmError, NotFound
 from mxvm.hypervisors.base import Driver
 from mxvm.models import (
     AllocStatusUpdate,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 POLL_WAIT_S = 25.0
 T = TypeVar("T")
 RETRY_S = 2.0
+REFUSED_RETRY_S = 5.0  # registration refused: the node name is another live agent's
 CONSOLE_TRIM_S = 30.0  # how often running VMs' console logs are checked against their bound
 
 
@@ -59,10 +61,14 @@ class Agent:
         network: NodeNetwork | None,
         nvml: NvmlBackend | None = None,
         sysfs_writer: SysfsWriter | None = None,
+        state_dir_held: bool = False,
     ) -> None:
         """`nvml` and `sysfs_writer` are seams for tests (a fake NVML, a fake kernel);
-        None means the real NVML and real sysfs writes."""
+        None means the real NVML and real sysfs writes. `state_dir_held`: the caller holds
+        the state dir's lock (identity.hold_state_dir) for as long as this agent runs."""
         self.settings = settings
+        self._state_dir_held = state_dir_held
+        self.node_key = ""  # read from the state dir once it is held
         self.nvml = nvml
         self.secret = secrets.token_urlsafe(32)
         token = settings.agent_token.get_secret_value() if settings.agent_token else None
@@ -91,6 +97,13 @@ class Agent:
 
     # -- life ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        with contextlib.ExitStack() as held:
+            if not self._state_dir_held:
+                held.enter_context(hold_state_dir(self.settings.state_dir))
+            self.node_key = node_key(self.settings.state_dir)
+            await self._run(stop, ready)
+
+    async def _run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         host, port = split_listen(self.settings.api_listen)
         server = web.AppRunner(
             create_agent_app(self, self.secret),
@@ -128,8 +141,12 @@ class Agent:
                 return await self._register()
             except BackendUnavailable as exc:
                 log.warning("agent.register_retry %s", exc.detail)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), RETRY_S)
+                wait_s = RETRY_S
+            except Conflict as exc:  # nothing starts until the name is ours
+                log.error("agent.register_refused %s", exc.detail)
+                wait_s = REFUSED_RETRY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
         return None
 
     async def _register(self) -> Node:
@@ -143,9 +160,12 @@ class Agent:
             agent_secret=self.secret,
             nvml=self.nvml,
         )
-        # agent_secret is excluded from serialisation (it must never leave the coordinator
-        # again), so it is added to the registration body explicitly.
-        body = reg.model_dump(mode="json") | {"agent_secret": self.secret}
+        # agent_secret and node_key are excluded from serialisation (they must never leave
+        # the coordinator again), so they are added to the registration body explicitly.
+        body = reg.model_dump(mode="json") | {
+            "agent_secret": self.secret,
+            "node_key": self.node_key,
+        }
         out = Registered.model_validate(await self.api.post("/api/v1/agent/register", json=body))
         self.node = out.node
         # Registration only records the devices; the first health report (which fails the
@@ -200,11 +220,21 @@ class Agent:
                 await self.api.post(f"/api/v1/agent/nodes/{self.node.id}/heartbeat")
                 self._last_contact = asyncio.get_running_loop().time()
             except NotFound:
-                await self._register()  # the coordinator forgot us (e.g. a new database)
+                await self._reregister()
             except BackendUnavailable as exc:
                 log.warning("agent.heartbeat_failed %s", exc.detail)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.heartbeat_s)
+
+    async def _reregister(self) -> None:
+        """The coordinator forgot this node (e.g. a new database): register again, and on
+        failure try again at the next heartbeat (which will not find the node either)."""
+        try:
+            await self._register()
+        except BackendUnavailable as exc:
+            log.warning("agent.register_retry %s", exc.detail)
+        except Conflict as exc:
+            log.error("agent.register_refused %s", exc.detail)
 
     async def _disconnect_fence(self, stop: asyncio.Event) -> None:
         """Stop the allocations of jobs with on_disconnect='stop' once no heartbeat has got

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mxvm.agent.agent import Agent
 from mxvm.agent.drivers import usable_drivers
+from mxvm.agent.identity import hold_state_dir
 from mxvm.config import AgentSettings
 from mxvm.errors import InvalidSpec
 from mxvm.image import default_image_dir
@@ -33,13 +34,18 @@ def network_for(settings: AgentSettings) -> NodeNetwork | None:
 async def run_agent(
     settings: AgentSettings, stop: asyncio.Event, *, ready: asyncio.Event | None = None
 ) -> None:
-    drivers = usable_drivers(settings)
-    if not drivers:
-        raise InvalidSpec(f"none of the configured drivers {settings.drivers} can run here")
-    net = network_for(settings)
-    agent = Agent(settings, drivers, image_dir=image_dir_of(settings), network=net)
-    try:
-        await agent.run(stop, ready=ready)
-    finally:
-        if net is not None:
-            await net.close()
+    # Held from the start: a second agent on this state dir fails at once, not after the
+    # drivers' KVM probe.
+    with hold_state_dir(settings.state_dir):
+        drivers = usable_drivers(settings)
+        if not drivers:
+            raise InvalidSpec(f"none of the configured drivers {settings.drivers} can run here")
+        net = network_for(settings)
+        agent = Agent(
+            settings, drivers, image_dir=image_dir_of(settings), network=net, state_dir_held=True
+        )
+        try:
+            await agent.run(stop, ready=ready)
+        finally:
+            if net is not None:
+                await net.close()

@@ -40,10 +40,16 @@ class Reaper:
         dead = [n for n in ready if n not in live]
         if not dead:
             return []
-        down, jobs = await self.store.mark_nodes_down(dead)
-        for node_id in down:
-            log.warning("node.down %s", node_id, extra={"node_id": node_id})
-        await self.store.create_evaluations(
-            [NewEvaluation(job_id, EvalTrigger.NODE_UPDATE) for job_id in sorted(jobs)]
-        )
-        return down
+        return await declare_lost(self.store, dead)
+
+
+async def declare_lost(store: Store, node_ids: list[str]) -> list[str]:
+    """Mark these nodes down, their live allocations lost, and re-evaluate the jobs those
+    belonged to; returns the nodes that were not down already."""
+    down, jobs = await store.mark_nodes_down(node_ids)
+    for node_id in down:
+        log.warning("node.down %s", node_id, extra={"node_id": node_id})
+    await store.create_evaluations(
+        [NewEvaluation(job_id, EvalTrigger.NODE_UPDATE) for job_id in sorted(jobs)]
+    )
+    return down

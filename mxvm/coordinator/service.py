@@ -13,9 +13,10 @@ from typing import Any
 from mxvm.config import CoordinatorSettings
 from mxvm.coordinator.agent_calls import AgentCalls
 from mxvm.coordinator.nudge import Coalesced
+from mxvm.coordinator.reaper import declare_lost
 from mxvm.coordinator.submits import SubmitBatcher
 from mxvm.coordinator.watch import NodeWatch
-from mxvm.errors import BackendUnavailable
+from mxvm.errors import BackendUnavailable, Conflict
 from mxvm.leases import Leases
 from mxvm.models import (
     Allocation,
@@ -86,10 +87,31 @@ class Coordinator:
 
     # --- nodes ----------------------------------------------------------------------------
     async def register_node(self, reg: NodeRegistration) -> Registered:
+        """Register or refresh a node by name. A name claimed by another agent's key is
+        refused while that node is live (two hosts under one name would both run its
+        allocations). Once it is not, the new agent takes the node over (a re-imaged host),
+        but not its allocations: the old agent's VMs may still run on a host nobody hears
+        from, so they are lost and replaced, as if the reaper had found the node gone."""
+        claim = await self.store.node_claim(reg.name)
+        if claim is not None and claim.node_key not in (None, reg.node_key):
+            if await self.leases.live_nodes([claim.node_id]):
+                raise Conflict(
+                    f"node name {reg.name!r} belongs to live node {claim.node_id} "
+                    f"(address {claim.address or '?'}), registered by another agent: give this "
+                    "host a name of its own (MXVM_NODE_NAME), or stop the other agent"
+                )
+            log.warning(
+                "node.taken_over %s %s by a new agent",
+                claim.node_id,
+                reg.name,
+                extra={"node_id": claim.node_id},
+            )
+            await declare_lost(self.store, [claim.node_id])
         node, _created = await self.store.register_node(
             reg,
             subnet_pool=self.settings.node_subnet_pool,
             subnet_prefix=self.settings.node_subnet_prefix,
+            expect_key=None if claim is None else claim.node_key,
         )
         await self.leases.heartbeat(node.id, self.settings.heartbeat_ttl_s)
         log.info("node.registered %s %s", node.id, node.name, extra={"node_id": node.id})

@@ -58,6 +58,9 @@ class NodeRegistration(BaseModel):
     agent_url: str = Field(default="", description="the agent's own API (logs, exec)")
     # Presented by the coordinator when it calls the agent; never serialised back out.
     agent_secret: str = Field(default="", exclude=True, repr=False)
+    # The agent's key, kept in its state dir: the node's name stays with the agent holding it
+    # while the node is live. None from agents older than the key (they register as before).
+    node_key: str | None = Field(default=None, exclude=True, repr=False, pattern=r"^[0-9a-f]{32}$")
 
     @field_validator("name")
     @classmethod

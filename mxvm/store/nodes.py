@@ -6,6 +6,7 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -32,11 +33,31 @@ def next_subnet(pool: str, prefix: int, used: set[str]) -> str:
     return next(free_subnets(pool, prefix, used))
 
 
+@dataclass(frozen=True)
+class NodeClaim:
+    """Whose a node name is: the node's id, its agent's key (None: not claimed) and address."""
+
+    node_id: str
+    node_key: str | None
+    address: str
+
+
 class NodeStore(StoreBase):
+    async def node_claim(self, name: str) -> NodeClaim | None:
+        row = await self.db.fetchrow(q("node_claim"), name)
+        return None if row is None else NodeClaim(row["id"], row["node_key"], row["address"])
+
     async def register_node(
-        self, reg: NodeRegistration, *, subnet_pool: str, subnet_prefix: int
+        self,
+        reg: NodeRegistration,
+        *,
+        subnet_pool: str,
+        subnet_prefix: int,
+        expect_key: str | None = None,
     ) -> tuple[Node, bool]:
-        """Insert or refresh a node by name; returns (node, newly created)."""
+        """Insert or refresh a node by name; returns (node, newly created). An existing node
+        is refreshed only while its key is still `expect_key` (what the caller checked its
+        claim against): Conflict if another registration took the name meanwhile."""
         existing = await self.db.fetchrow(q("node_by_name"), reg.name)
         node_id = existing["id"] if existing else str(uuid.uuid4())
         for _ in range(5):  # two nodes registering at once may pick the same free subnet
@@ -63,12 +84,15 @@ class NodeStore(StoreBase):
                     str(subnet),
                     reg.agent_url,
                     reg.agent_secret,
+                    reg.node_key,
+                    expect_key,
                 )
             except asyncpg.UniqueViolationError:
                 continue
             except asyncpg.CheckViolationError as exc:
                 raise Conflict(f"node resources are inconsistent: {exc}") from exc
-            assert row is not None
+            if row is None:
+                raise Conflict(f"node name {reg.name!r} was just registered by another agent")
             return rows.node(row), bool(row["inserted"])
         raise Conflict("could not allocate a subnet for the node, try again")
 

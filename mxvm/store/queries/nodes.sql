@@ -10,16 +10,23 @@ SELECT * FROM nodes ORDER BY name;
 -- name: node_subnets
 SELECT subnet FROM nodes WHERE subnet IS NOT NULL;
 
+-- name: node_claim
+-- Whose a node name is: the coordinator checks this before registering the name again.
+SELECT id, node_key, address FROM nodes WHERE name = $1;
+
 -- name: node_upsert
 -- Registration: a node that registers again under the same name keeps its id and subnet.
+-- Only if the name's key is still the one the coordinator checked ($18): a registration that
+-- raced this one and took the name leaves no row (refused).
 INSERT INTO nodes (
     id, name, address, status, eligibility,
     cpu_millicores, memory_mb, disk_mb,
     reserved_cpu_millicores, reserved_memory_mb, reserved_disk_mb,
-    devices, attributes, drivers, host_volumes, subnet, last_heartbeat, agent_url, agent_secret
+    devices, attributes, drivers, host_volumes, subnet, last_heartbeat, agent_url, agent_secret,
+    node_key
 ) VALUES (
     $1, $2, $3, 'ready', 'eligible', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::cidr, now(),
-    $15, $16
+    $15, $16, $17
 )
 ON CONFLICT (name) DO UPDATE SET
     address = EXCLUDED.address,
@@ -37,9 +44,11 @@ ON CONFLICT (name) DO UPDATE SET
     subnet = COALESCE(nodes.subnet, EXCLUDED.subnet),
     agent_url = EXCLUDED.agent_url,
     agent_secret = EXCLUDED.agent_secret,
+    node_key = EXCLUDED.node_key,
     last_heartbeat = now(),
     alloc_index = nodes.alloc_index + 1,
     modified_at = now()
+WHERE nodes.node_key IS NOT DISTINCT FROM $18
 RETURNING *, (xmax = 0) AS inserted;
 
 -- name: node_set_eligibility
