@@ -91,6 +91,25 @@ class CoordinatorSettings(_FromEnvAndFile):
     drain_interval_s: float = Field(
         default=1.0, gt=0, description="how often the leader steps draining nodes' drains along"
     )
+    gc_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the leader collects what is long over"
+    )
+    job_gc_threshold_s: float = Field(
+        default=4 * 3600.0,
+        ge=0,
+        description="a finished batch job or a stopped, dead job is deleted (with its "
+        "allocations and evaluations) this long after it ended",
+    )
+    eval_gc_threshold_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="a finished evaluation (but each job's newest) is deleted this long after",
+    )
+    node_gc_threshold_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="a node down this long is deleted and its subnet returned to the pool",
+    )
     node_subnet_pool: str = Field(
         default="10.87.0.0/16", description="pool the coordinator carves node subnets from"
     )

@@ -1,9 +1,9 @@
-"""Leader election and the leader-only loops (evaluator, reaper, drainer).
+"""Leader election and the leader-only loops (evaluator, reaper, drainer, garbage collector).
 
 Every coordinator runs `LeaderLoop.run`. The one holding the Redis lease runs the evaluator,
-the reaper and the drainer with the lease's epoch; the others only serve the API. Losing the
-lease (or Redis) cancels the leader tasks; a stale leader that still tries to commit is refused by
-Postgres, which records the highest epoch it has seen.
+the reaper, the drainer and the collector with the lease's epoch; the others only serve the
+API. Losing the lease (or Redis) cancels the leader tasks; a stale leader that still tries to
+commit is refused by Postgres, which records the highest epoch it has seen.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from mxvm.coordinator.collector import Collector
 from mxvm.coordinator.drainer import Drainer
 from mxvm.coordinator.evaluator import Evaluator
 from mxvm.coordinator.reaper import Reaper
@@ -68,6 +69,7 @@ class LeaderLoop:
                 tg.create_task(self._evaluate(lease.epoch, stop), name="evaluator")
                 tg.create_task(self._reap(stop), name="reaper")
                 tg.create_task(self._drain(stop), name="drainer")
+                tg.create_task(self._collect(stop), name="gc")
         except* (LostLeadership, StaleEpoch, BackendUnavailable):
             if stop.is_set():
                 log.info("leader.stepped_down epoch=%d", lease.epoch, extra={"epoch": lease.epoch})
@@ -126,6 +128,10 @@ class LeaderLoop:
         drainer = Drainer(self.coord.store, self.coord.watch)
         interval_s, wake = self.settings.drain_interval_s, self.coord.watch.drain_wakeup
         await self._repeat(stop, "drainer", drainer.run_once, interval_s, wake)
+
+    async def _collect(self, stop: asyncio.Event) -> None:
+        collector = Collector(self.coord.store, self.settings)
+        await self._repeat(stop, "gc", collector.run_once, self.settings.gc_interval_s)
 
     async def _repeat(
         self,

@@ -7,6 +7,7 @@ from mxvm.store.allocations import AllocationStore
 from mxvm.store.database import Database
 from mxvm.store.drain import DrainStore
 from mxvm.store.evaluations import EvaluationStore
+from mxvm.store.gc import GcStore
 from mxvm.store.jobs import JobStore
 from mxvm.store.listen import listen
 from mxvm.store.migrate import apply_all
@@ -16,7 +17,14 @@ from mxvm.store.snapshot import SnapshotStore
 
 
 class Store(
-    NodeStore, JobStore, AllocationStore, EvaluationStore, PlanStore, SnapshotStore, DrainStore
+    NodeStore,
+    JobStore,
+    AllocationStore,
+    EvaluationStore,
+    PlanStore,
+    SnapshotStore,
+    DrainStore,
+    GcStore,
 ):
     @classmethod
     async def connect(cls, dsn: str, *, pool_max: int = 10, timeout_s: float = 5.0) -> Store:
