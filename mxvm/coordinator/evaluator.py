@@ -167,6 +167,8 @@ def outcome(ev: Evaluation, plan: Plan, result: PlanResult) -> EvalOutcome:
     else:
         status = EvalStatus.COMPLETE
         desc = f"placed {len(result.committed)}, stopped {len(result.stopped)}"
+        if result.withdrawn:
+            desc += f" ({len(result.withdrawn)} not placed: the job was stopped meanwhile)"
     return EvalOutcome(
         evaluation=ev,
         status=status,

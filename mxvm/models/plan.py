@@ -42,6 +42,9 @@ class PlanResult(BaseModel):
     rejected_nodes: dict[str, str] = Field(
         default_factory=dict, description="node id -> why its placements went stale"
     )
+    withdrawn: list[str] = Field(
+        default_factory=list, description="placements not made: their job was stopped meanwhile"
+    )
 
     @property
     def fully_committed(self) -> bool:

@@ -101,6 +101,12 @@ async def _fence_and_lock(conn: Conn, epoch: int, node_ids: list[str]) -> dict[s
     return states
 
 
+async def _stopped_jobs(conn: Conn, job_ids: set[str]) -> set[str]:
+    if not job_ids:
+        return set()
+    return {r["id"] for r in await conn.fetch(q("plan_stopped_jobs"), sorted(job_ids)) if r["stop"]}
+
+
 def notify_payloads(node_ids: Iterable[str]) -> list[str]:
     """The `mxvm_node` payloads that wake these nodes' agents: as few as fit."""
     ids = sorted(node_ids)
@@ -210,9 +216,11 @@ class PlanStore(StoreBase):
         placements from every plan of the batch, and each plan's result says so.
         """
         placements = [a for plan in plans for a in plan.placements]
-        by_node = _group(placements)
         async with self.db.transaction() as conn:
-            states = await _fence_and_lock(conn, epoch, sorted(by_node))
+            states = await _fence_and_lock(conn, epoch, sorted({a.node_id for a in placements}))
+            stopped_jobs = await _stopped_jobs(conn, {a.job_id for a in placements})
+            withdrawn = {a.id for a in placements if a.job_id in stopped_jobs}
+            by_node = _group([a for a in placements if a.id not in withdrawn])
             accepted, ips, rejected = _admit(by_node, states)
             stopped = await stop_allocations(conn, [s for p in plans for s in p.stops])
             touched = {a.node_id for a in accepted} | {r["node_id"] for r in stopped}
@@ -227,8 +235,11 @@ class PlanStore(StoreBase):
                 committed=[a.id for a in p.placements if a.id in committed],
                 stopped=[s.alloc_id for s in p.stops if s.alloc_id in stopped_ids],
                 rejected_nodes={
-                    a.node_id: rejected[a.node_id] for a in p.placements if a.node_id in rejected
+                    a.node_id: rejected[a.node_id]
+                    for a in p.placements
+                    if a.node_id in rejected and a.id not in withdrawn
                 },
+                withdrawn=[a.id for a in p.placements if a.id in withdrawn],
             )
             for p in plans
         ]

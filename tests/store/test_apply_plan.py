@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from mxvm.errors import StaleEpoch
@@ -15,6 +16,7 @@ from mxvm.models import (
     Plan,
 )
 from mxvm.store import Store
+from mxvm.store.queries import q
 from tests.store.conftest import job_spec, one_placed, placement, registration
 
 
@@ -197,3 +199,41 @@ async def test_an_agents_desired_allocations_leave_out_the_event_history(store: 
     # Everything else is the stored allocation, field for field.
     assert desired.allocation == stored.model_copy(update={"events": []})
     assert desired.job_name == job.name and desired.task == job.task
+
+
+async def test_nothing_is_placed_for_a_job_stopped_before_or_while_its_plan_commits(
+    store: Store, pg_dsn: str
+) -> None:
+    node, _ = await store.register_node(
+        registration("n1"), subnet_pool="10.87.0.0/16", subnet_prefix=24
+    )
+    # Stopped before the plan commits (it was planned before the stop).
+    job, ev = await store.create_job(job_spec("before"))
+    await store.stop_job(job.id)
+    a = placement(job.id, node.id)
+    result = await store.apply_plan(Plan(eval_id=ev.id, job_id=job.id, placements=[a]), 1)
+    assert result.withdrawn == [a.id] and not result.committed and result.fully_committed
+    assert await store.job_allocations(job.id) == []
+    # Stopped while it commits: the stop holds the job's row, the plan waits and sees it.
+    job2, ev2 = await store.create_job(job_spec("during"))
+    other, ev3 = await store.create_job(job_spec("other"))
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        assert await conn.fetchrow(q("job_stop"), job2.id) is not None
+        plans = [
+            Plan(eval_id=ev2.id, job_id=job2.id, placements=[placement(job2.id, node.id)]),
+            Plan(eval_id=ev3.id, job_id=other.id, placements=[placement(other.id, node.id)]),
+        ]
+        applying = asyncio.create_task(store.apply_plans(plans, 1))
+        await asyncio.sleep(0.3)
+        assert not applying.done()  # waiting for the stop
+        await tx.commit()
+        during, unrelated = await applying
+    finally:
+        await conn.close()
+    assert during.withdrawn == [plans[0].placements[0].id] and not during.committed
+    assert unrelated.committed == [plans[1].placements[0].id] and not unrelated.withdrawn
+    assert await store.job_allocations(job2.id) == []
+    assert len(await store.job_allocations(other.id)) == 1

@@ -48,6 +48,13 @@ LEFT JOIN (
     FROM allocation_ips WHERE node_id = ANY($1::text[]) GROUP BY node_id
 ) i ON i.node_id = n.id;
 
+-- name: plan_stopped_jobs
+-- Which of the jobs a plan places for are stopped. Share-locked after the nodes (the order
+-- plans and drains keep): a stop in flight is waited for and seen, or waits for this commit
+-- and then stops what it placed. Nothing is placed for a stopped job: its VMs would start
+-- only to be stopped by the stop's evaluation, and a batch command would run meanwhile.
+SELECT id, stop FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE;
+
 -- name: nodes_notify
 -- One notification per payload; a payload is many node ids, comma-separated.
 SELECT count(pg_notify('mxvm_node', p)) FROM unnest($1::text[]) AS p;
