@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from mxvm.config import CoordinatorSettings
+from mxvm.errors import BackendUnavailable
 from mxvm.store import Store
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,16 @@ class Collector:
 
     async def run_once(self) -> bool:
         """One round; never anything to evaluate (what it deletes is over)."""
+        try:
+            await self._collect()
+        except BackendUnavailable:
+            raise
+        except Exception:
+            # Housekeeping: a failure here must not take the leader, and so scheduling, down.
+            log.exception("gc.failed")
+        return False
+
+    async def _collect(self) -> None:
         s = self.settings
         jobs = await self.store.collect_jobs(s.job_gc_threshold_s, BATCH)
         evals = await self.store.collect_evaluations(s.eval_gc_threshold_s, BATCH)
@@ -35,4 +46,3 @@ class Collector:
                 len(evals),
                 [name for _, name in nodes],
             )
-        return False
