@@ -24,6 +24,7 @@ class AllocRecord(BaseModel):
     handle: VmHandle | None = None
     main_cmd_id: str | None = None  # set once the main command was started in the guest
     restarts: list[float] = []  # wall-clock times of restarts, for the restart policy
+    started_at: float | None = None  # wall-clock time the agent began starting it (max runtime)
     # The terminal status, kept until the coordinator has it: a restarted agent re-reports it
     # instead of running the allocation again.
     final: AllocStatusUpdate | None = None

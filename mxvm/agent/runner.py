@@ -70,9 +70,9 @@ class AllocRunner:
         self.stop_requested.set()
 
     def fence(self, reason: str, grace_s: float) -> bool:
-        """Stop on the agent's own account (the node lost contact with the coordinator): the
-        allocation fails with `reason`, its VM given at most `grace_s` to power off. False
-        when it was fenced already or has finished."""
+        """Stop on the agent's own account (the node lost contact with the coordinator, or
+        the task's max runtime ran out): the allocation fails with `reason`, its VM given at
+        most `grace_s` to power off. False when it was fenced already or has finished."""
         if self.fenced is not None or self.finished.is_set():
             return False
         self.fenced = (reason, grace_s)
@@ -111,6 +111,11 @@ class AllocRunner:
         if self.record.final is not None:  # finished before a restart; not yet reported
             await self._deliver_final(self.record.final)
             return
+        if self.record.started_at is None:  # kept in the record: a restart does not reset it
+            self.record.started_at = time.time()
+            if self.record.handle is not None:  # adopted from an agent older than the field
+                rec.save(self.run_dir, self.record)
+        watchdog = asyncio.create_task(self._enforce_max_runtime(), name="max-runtime")
         try:
             if self.record.handle is not None:
                 outcome = await self._adopt(self.record.handle)
@@ -131,6 +136,8 @@ class AllocRunner:
         except Exception as exc:  # a bug must end the allocation, not the agent
             log.exception("alloc.runner_crashed %s", self.alloc_id)
             outcome = Outcome(code=None, reason=f"agent error: {exc}")
+        finally:
+            watchdog.cancel()
         final = self._final(outcome)
         self.record.final = final
         rec.save(self.run_dir, self.record)
@@ -143,6 +150,16 @@ class AllocRunner:
             grace_s=self.fenced[1] if self.fenced else None,
         )
         await self._deliver_final(final)
+
+    async def _enforce_max_runtime(self) -> None:
+        """Fence the allocation once it has run for its task's max_runtime_s."""
+        limit = self.assigned.task.max_runtime_s
+        if limit is None or self.record.started_at is None:
+            return
+        await asyncio.sleep(max(0.0, self.record.started_at + limit - time.time()))
+        why = f"exceeded its max runtime of {limit:g}s: stopped"
+        if self.fence(why, grace_s=self.ctx.settings.stop_grace_s):
+            log.warning("alloc.max_runtime %s %s", self.alloc_id, why)
 
     async def _deliver_final(self, final: AllocStatusUpdate) -> None:
         if self._starting is not None:

@@ -130,6 +130,11 @@ def _run_verbs(sub: Sub) -> None:
     p.add_argument("--name", help="job name (default run-<random>)")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a start")
+    p.add_argument(
+        "--max-runtime",
+        type=duration,
+        help="stop the VM and fail after this long, e.g. 90s, 30m, 2h (default: no limit)",
+    )
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- command [args...]")
     img = sub.add_parser("image", help="guest images").add_subparsers(required=True)
     p = _sub(img, "build", "run:image_build", "build the dev guest image (cached)")

@@ -23,6 +23,8 @@ def run_spec(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     env = dict(kv.split("=", 1) for kv in args.env)
     task: dict[str, Any] = {"argv": argv, "driver": args.driver, "image": args.image,
                             "vcpus": args.vcpus, "memory_mb": args.memory, "env": env}  # fmt: skip
+    if args.max_runtime is not None:
+        task["max_runtime_s"] = args.max_runtime
     return {
         "name": args.name or f"run-{secrets.token_hex(4)}",
         "type": "batch",

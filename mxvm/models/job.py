@@ -169,6 +169,16 @@ class Task(BaseModel):
     argv: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
+    max_runtime_s: float | None = Field(
+        default=None,
+        gt=0,
+        exclude_if=lambda v: v is None,
+        description=(
+            "stop the VM and fail the allocation this long after the agent began starting it "
+            "(agent restarts do not reset it): a runaway agent does not run, or hold its "
+            "GPU, forever. The restart policy does not apply; the reschedule policy does"
+        ),
+    )
 
     @property
     def resources(self) -> Resources:

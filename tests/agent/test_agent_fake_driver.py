@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from mxvm.agent.record import AllocRecord, alloc_dir
 from mxvm.hypervisors.fake import STATE_FILE, FakeDriver
 from mxvm.models import AllocStatusUpdate, ClientStatus, DesiredStatus, NodeChanges
 from tests.agent.conftest import agent_settings, dies_after_starting, fake_image, running_agent
@@ -303,3 +304,40 @@ async def test_the_node_keeps_the_run_dirs_of_only_the_newest_finished_allocatio
         assert kept == sorted(agent.run_dir(i).name for i in ids[2:]), kept
         status, body, _ = await api.call("GET", f"/api/v1/allocations/{ids[0]}/logs")
         assert status == 404 and "no log" in body["detail"], body
+
+
+async def test_max_runtime_stops_the_vm_and_fails_without_a_restart(
+    api: Api, tmp_path: Path
+) -> None:
+    fake_image(tmp_path / "images")
+    driver = FakeDriver()  # runs until stopped
+    settings = agent_settings(api, tmp_path / "state")
+    task = {"driver": "fake", "argv": ["agent"], "memory_mb": 128, "max_runtime_s": 1.0}
+    async with running_agent(settings, {"fake": driver}, tmp_path / "images"):
+        spec = job("runaway", type="service", task=task, restart={"attempts": 3})
+        out = await api.ok("POST", "/api/v1/jobs", json=spec)
+        await wait_alloc(api, out["job"]["id"], "running")
+        failed = await wait_alloc(api, out["job"]["id"], "failed")
+    assert failed["client_description"] == "exceeded its max runtime of 1s: stopped"
+    assert driver.starts == 1 and not driver._vms  # stopped, and not restarted
+
+
+async def test_max_runtime_counts_from_the_first_start_across_agent_restarts(
+    api: Api, tmp_path: Path
+) -> None:
+    fake_image(tmp_path / "images")
+    settings = agent_settings(api, tmp_path / "state")
+    task = {"driver": "fake", "argv": ["agent"], "memory_mb": 128, "max_runtime_s": 3600.0}
+    async with running_agent(settings, {"fake": FakeDriver(persist=True)}, tmp_path / "images"):
+        out = await api.ok("POST", "/api/v1/jobs", json=job("long", type="service", task=task))
+        alloc = await wait_alloc(api, out["job"]["id"], "running")
+    # The agent is gone and its VM runs on. As if that had gone on for an hour and more:
+    path = alloc_dir(settings.state_dir, alloc["id"]) / "record.json"
+    record = AllocRecord.model_validate_json(path.read_text())
+    assert record.started_at is not None and record.started_at <= time.time()
+    path.write_text(record.model_copy(update={"started_at": time.time() - 3700}).model_dump_json())
+    second = FakeDriver(persist=True)
+    async with running_agent(settings, {"fake": second}, tmp_path / "images"):
+        failed = await wait_alloc(api, out["job"]["id"], "failed")
+    assert failed["client_description"] == "exceeded its max runtime of 3600s: stopped"
+    assert second.starts == 0 and not second._vms  # the adopted VM, stopped

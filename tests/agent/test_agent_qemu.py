@@ -30,7 +30,7 @@ from mxvm.config import AgentSettings
 from mxvm.hypervisors.base import VmHandle
 from mxvm.hypervisors.qemu.driver import QemuDriver
 from mxvm.image import build_dev_image, default_image_dir
-from mxvm.net import NodeNetwork
+from mxvm.net import NodeNetwork, tap_name
 from tests.agent.conftest import agent_settings, dies_after_starting, running_agent
 from tests.harness import Api, free_port, running, settings_for
 
@@ -146,8 +146,6 @@ async def ip_leases(dsn: str) -> list[str]:
 def vm_of(agent: Agent, alloc_id: str) -> tuple[int, str]:
     runner = agent.runners[alloc_id]
     assert runner.attempt.handle is not None
-    from mxvm.net import tap_name
-
     return runner.attempt.handle.pid, tap_name(alloc_id)
 
 
@@ -177,6 +175,22 @@ async def test_exit_code_logs_and_command_not_found(
         note, _, kept = text.partition("\n")
         assert note.startswith("[mxvm: ") and note.endswith(" bytes of older output dropped]")
         assert kept.endswith("line 1998\nline 1999\n") and 5 * 1024 <= len(kept) <= 11 * 1024
+
+
+async def test_a_command_past_its_max_runtime_is_stopped_and_fails(
+    vmapi: Api, images: Path, bridge: NodeNetwork, tmp_path: Path
+) -> None:
+    settings = agent_settings(vmapi, tmp_path / "state", bridge=bridge.bridge, stop_grace_s=2.0)
+    async with running_agent(settings, {"qemu": await qemu()}, images, bridge):
+        spec = vm_job("runaway", ["sh", "-c", "echo started; sleep 600"])
+        spec["task"]["max_runtime_s"] = 8.0  # a TCG boot takes ~2-5 s of it
+        out = await vmapi.ok("POST", "/api/v1/jobs", json=spec)
+        await until(vmapi, out["job"]["id"], "running")
+        [failed] = await until(vmapi, out["job"]["id"], "failed", limit_s=60)
+        assert failed["client_description"] == "exceeded its max runtime of 8s: stopped"
+        assert failed["exit_code"] is None
+        assert "started" in await logs(vmapi, failed["id"])
+        assert qemus_of(failed["id"]) == [] and not tap_exists(tap_name(failed["id"]))
 
 
 async def test_stop_and_crash_leave_no_vm_tap_or_ip_behind(

@@ -34,3 +34,9 @@ def test_mxvm_run_boots_a_microvm_and_returns_the_guest_exit_code(
     assert "hello from Linux" in logs.stdout
     ok = mxvm(up_with_agent, "run", "--memory", "128", "--", "true")
     assert ok.returncode == 0, ok.stderr
+    # A runaway command: stopped at its max runtime, and `mxvm run` says why.
+    runaway = mxvm(
+        up_with_agent, "run", "--max-runtime", "8s", "--", "sh", "-c", "echo begun; sleep 600"
+    )
+    assert runaway.returncode == 1 and "begun" in runaway.stdout
+    assert "failed: exceeded its max runtime of 8s: stopped" in runaway.stderr
