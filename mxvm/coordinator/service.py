@@ -89,10 +89,12 @@ class Coordinator:
     async def register_node(self, reg: NodeRegistration) -> Registered:
         """Register or refresh a node by name. A name claimed by another agent's key is
         refused while that node is live (two hosts under one name would both run its
-        allocations). Once it is not, the new agent takes the node over (a re-imaged host),
-        but not its allocations: the old agent's VMs may still run on a host nobody hears
-        from, so they are lost and replaced, as if the reaper had found the node gone."""
+        allocations). Once it is not, the new agent gets the name (a re-imaged host) as a new
+        node: the old one is declared lost (its VMs may still run on a host nobody hears
+        from: they are replaced, as if the reaper had found it gone) and renamed, so that
+        its agent, should it come back, runs as a node of its own, not as this one."""
         claim = await self.store.node_claim(reg.name)
+        expect_key = None if claim is None else claim.node_key
         if claim is not None and claim.node_key not in (None, reg.node_key):
             if await self.leases.live_nodes([claim.node_id]):
                 raise Conflict(
@@ -100,18 +102,21 @@ class Coordinator:
                     f"(address {claim.address or '?'}), registered by another agent: give this "
                     "host a name of its own (MXVM_NODE_NAME), or stop the other agent"
                 )
+            await declare_lost(self.store, [claim.node_id])
+            retired = await self.store.retire_node_name(claim)
             log.warning(
-                "node.taken_over %s %s by a new agent",
-                claim.node_id,
+                "node.name_taken_over %s by a new agent; node %s is now %s",
                 reg.name,
+                claim.node_id,
+                retired,
                 extra={"node_id": claim.node_id},
             )
-            await declare_lost(self.store, [claim.node_id])
+            expect_key = None  # the name is free now: a new node, unless one raced us to it
         node, _created = await self.store.register_node(
             reg,
             subnet_pool=self.settings.node_subnet_pool,
             subnet_prefix=self.settings.node_subnet_prefix,
-            expect_key=None if claim is None else claim.node_key,
+            expect_key=expect_key,
         )
         await self.leases.heartbeat(node.id, self.settings.heartbeat_ttl_s)
         log.info("node.registered %s %s", node.id, node.name, extra={"node_id": node.id})

@@ -47,6 +47,17 @@ class NodeStore(StoreBase):
         row = await self.db.fetchrow(q("node_claim"), name)
         return None if row is None else NodeClaim(row["id"], row["node_key"], row["address"])
 
+    async def retire_node_name(self, claim: NodeClaim) -> str:
+        """Rename the claimed node out of the way of a new agent taking its name over;
+        returns its new name. Conflict if the claim changed meanwhile."""
+        try:
+            name = await self.db.fetchval(q("node_retire_name"), claim.node_id, claim.node_key)
+        except asyncpg.UniqueViolationError:
+            name = None
+        if name is None:
+            raise Conflict(f"node {claim.node_id} was just registered again")
+        return str(name)
+
     async def register_node(
         self,
         reg: NodeRegistration,

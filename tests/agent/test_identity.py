@@ -85,7 +85,7 @@ async def test_a_second_host_under_the_same_name_runs_nothing_until_the_first_is
 ) -> None:
     """Two agents (own state dirs, so own keys) both named "agent-test": the second is
     refused while the first heartbeats, so the job runs once; when the first is gone, the
-    second takes the node over, and the first's allocation is replaced, not adopted."""
+    second gets the name as a new node, and the first's allocation is replaced there."""
     fake_image(tmp_path / "images")
     first_driver, second_driver = FakeDriver(), FakeDriver()
     first = agent_settings(api, tmp_path / "one")
@@ -113,7 +113,11 @@ async def test_a_second_host_under_the_same_name_runs_nothing_until_the_first_is
     try:
         # The first agent stopped (its lease runs out within a TTL): the second gets in.
         await asyncio.wait_for(ready.wait(), 15)
-        assert second.node is not None and second.node.id == one.node.id
+        assert second.node is not None and second.node.name == "agent-test"
+        assert second.node.id != one.node.id  # a node of its own; the old one renamed
+        retired = await api.ok("GET", f"/api/v1/nodes/{one.node.id}")
+        assert retired["name"] == f"agent-test.old-{one.node.id[:8]}"
+        assert retired["status"] == "down"
         assert (await api.ok("GET", f"/api/v1/allocations/{old['id']}"))["client_status"] == "lost"
         replacement = await wait_alloc(api, out["job"]["id"], "running")
         assert replacement["id"] != old["id"] and second_driver.starts == 1

@@ -55,30 +55,34 @@ async def test_a_live_nodes_name_is_refused_to_another_agent(api: Api) -> None:
     assert [n["name"] for n in nodes] == ["worker"]
 
 
-async def test_a_name_whose_node_is_no_longer_live_is_taken_over_without_its_allocations(
+async def test_a_name_whose_node_is_no_longer_live_goes_to_a_new_node(
     api: Api, redis_url: str
 ) -> None:
     status, first = await register(api, "reimaged", KEY_A, "http://10.0.0.1:8471")
     assert status == 200
-    node = first["node"]
+    old_node = first["node"]
     svc, _ = await submit(api, job("svc", type_="service"))
     [old] = await api.ok("GET", f"/api/v1/jobs/{svc['id']}/allocations")
-    assert old["node_id"] == node["id"]
+    assert old["node_id"] == old_node["id"]
     # The old agent is gone: its lease runs out (deleted here, so that the new leader's
     # reaper, which judges nothing in its first TTL, cannot be the one acting).
     r = redis.asyncio.Redis.from_url(redis_url)
     try:
-        assert await r.delete(keys.node_heartbeat(node["id"])) == 1
+        assert await r.delete(keys.node_heartbeat(old_node["id"])) == 1
     finally:
         await r.aclose()
     status, taken = await register(api, "reimaged", KEY_B, "http://10.0.0.9:8471")
     assert status == 200, taken
-    assert taken["node"]["id"] == node["id"] and taken["node"]["subnet"] == node["subnet"]
-    assert taken["node"]["agent_url"] == "http://10.0.0.9:8471"
-    assert taken["node"]["status"] == "ready"
-    # What the old agent ran is not handed to the new one: lost, and replaced.
+    new_node = taken["node"]
+    assert new_node["id"] != old_node["id"] and new_node["subnet"] != old_node["subnet"]
+    assert new_node["name"] == "reimaged" and new_node["status"] == "ready"
+    # The old node is out of the way under a name of its own, down, its allocation lost...
+    retired = await api.ok("GET", f"/api/v1/nodes/{old_node['id']}")
+    assert retired["name"] == f"reimaged.old-{old_node['id'][:8]}"
+    assert retired["status"] == "down" and retired["agent_url"] == "http://10.0.0.1:8471"
     lost = await api.ok("GET", f"/api/v1/allocations/{old['id']}")
     assert lost["client_status"] == "lost"
+    # ...and replaced on the new node, not handed to it.
     async with asyncio.timeout(10):
         while True:
             allocs = await api.ok("GET", f"/api/v1/jobs/{svc['id']}/allocations")
@@ -86,10 +90,21 @@ async def test_a_name_whose_node_is_no_longer_live_is_taken_over_without_its_all
             if live:
                 break
             await asyncio.sleep(0.1)
-    # Now the name is the new agent's: the old key is the stranger.
-    async with heartbeats(api, node["id"]):
-        status, _ = await register(api, "reimaged", KEY_A, "http://10.0.0.1:8471")
-    assert status == 409
+    assert [a["node_id"] for a in live] == [new_node["id"]]
+    # Should the old agent come back after all, it is that other node, never the new one:
+    # what the new node runs is not its to run.
+    async with heartbeats(api, old_node["id"]):
+        async with asyncio.timeout(10):
+            while (await api.ok("GET", f"/api/v1/nodes/{old_node['id']}"))["status"] != "ready":
+                await asyncio.sleep(0.1)
+        changes = await api.ok(
+            "GET", f"/api/v1/agent/nodes/{old_node['id']}/allocations/changes?index=0", token=AGENT
+        )
+        assert changes["live"] == []
+        # Its key no longer names "reimaged": that is the new agent's now.
+        async with heartbeats(api, new_node["id"]):
+            status, _ = await register(api, "reimaged", KEY_A, "http://10.0.0.1:8471")
+        assert status == 409
 
 
 async def test_a_name_registered_before_keys_is_claimed_by_the_first_key(api: Api) -> None:

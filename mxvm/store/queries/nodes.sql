@@ -14,6 +14,15 @@ SELECT subnet FROM nodes WHERE subnet IS NOT NULL;
 -- Whose a node name is: the coordinator checks this before registering the name again.
 SELECT id, node_key, address FROM nodes WHERE name = $1;
 
+-- name: node_retire_name
+-- A new agent takes over the name of a node that is not live: the node keeps its id, history
+-- and subnet (until collected) under a name of its own, so that its old agent, should it come
+-- back, runs as that separate node, never as the new one. Only while the name's key is still
+-- the one checked ($2), or it was taken meanwhile: no row.
+UPDATE nodes SET name = left(name, 50) || '.old-' || left(id, 8), modified_at = now()
+WHERE id = $1 AND node_key IS NOT DISTINCT FROM $2
+RETURNING name;
+
 -- name: node_upsert
 -- Registration: a node that registers again under the same name keeps its id and subnet.
 -- Only if the name's key is still the one the coordinator checked ($18): a registration that
