@@ -115,7 +115,11 @@ class AllocRunner:
             self.record.started_at = time.time()
             if self.record.handle is not None:  # adopted from an agent older than the field
                 rec.save(self.run_dir, self.record)
-        watchdog = asyncio.create_task(self._enforce_max_runtime(), name="max-runtime")
+        watchdog = (
+            asyncio.create_task(self._enforce_max_runtime(self.assigned.task.max_runtime_s))
+            if self.assigned.task.max_runtime_s is not None
+            else None
+        )
         try:
             if self.record.handle is not None:
                 outcome = await self._adopt(self.record.handle)
@@ -137,7 +141,8 @@ class AllocRunner:
             log.exception("alloc.runner_crashed %s", self.alloc_id)
             outcome = Outcome(code=None, reason=f"agent error: {exc}")
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
         final = self._final(outcome)
         self.record.final = final
         rec.save(self.run_dir, self.record)
@@ -151,11 +156,9 @@ class AllocRunner:
         )
         await self._deliver_final(final)
 
-    async def _enforce_max_runtime(self) -> None:
+    async def _enforce_max_runtime(self, limit: float) -> None:
         """Fence the allocation once it has run for its task's max_runtime_s."""
-        limit = self.assigned.task.max_runtime_s
-        if limit is None or self.record.started_at is None:
-            return
+        assert self.record.started_at is not None
         await asyncio.sleep(max(0.0, self.record.started_at + limit - time.time()))
         why = f"exceeded its max runtime of {limit:g}s: stopped"
         if self.fence(why, grace_s=self.ctx.settings.stop_grace_s):
