@@ -71,10 +71,16 @@ def _tmp() -> Path:
 
 
 @contextlib.asynccontextmanager
-async def cluster(port: int, *, leader_apart: bool = False) -> AsyncIterator[Cluster]:
+async def cluster(
+    port: int,
+    *,
+    leader_apart: bool = False,
+    coordinator_argv: Sequence[str] = ("-m", "mxvm", "coordinator"),
+) -> AsyncIterator[Cluster]:
     """Postgres, Redis and a `mxvm coordinator` process of their own (as in production, the
     coordinator does not share an event loop with the agent or the client). `leader_apart`:
-    that coordinator serves the API only, and a second one (on port + 10) leads."""
+    that coordinator serves the API only, and a second one (on port + 10) leads.
+    `coordinator_argv`: the coordinators' Python arguments (bench.timeline traces them)."""
     tmp = _tmp()
     pg, rd = EmbeddedPostgres(tmp / "pg"), EmbeddedRedis(tmp / "redis")
     env = {**os.environ, "MXVM_DATABASE_URL": await pg.start(), "MXVM_REDIS_URL": await rd.start(),
@@ -82,15 +88,11 @@ async def cluster(port: int, *, leader_apart: bool = False) -> AsyncIterator[Clu
            "MXVM_AGENT_TOKENS": AGENT, "MXVM_NODE_SUBNET_POOL": "10.214.0.0/16",
            "MXVM_LOG_LEVEL": "WARNING"}  # fmt: skip
     env["MXVM_LEADER"] = "false" if leader_apart else "true"
-    procs = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "mxvm", "coordinator", env=env)
-    ]
+    procs = [await asyncio.create_subprocess_exec(sys.executable, *coordinator_argv, env=env)]
     if leader_apart:
         env2 = {**env, "MXVM_LISTEN": f"127.0.0.1:{port + 10}", "MXVM_LEADER": "true"}
         procs.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mxvm", "coordinator", env=env2
-            )
+            await asyncio.create_subprocess_exec(sys.executable, *coordinator_argv, env=env2)
         )
     try:
         async with ApiClient(f"http://127.0.0.1:{port}", ADMIN) as api:
@@ -209,16 +211,17 @@ class FakeAgentProcess:
 
 
 @contextlib.asynccontextmanager
-async def fake_agent_process(c: Cluster, port: int) -> AsyncIterator[FakeAgentProcess]:
+async def fake_agent_process(
+    c: Cluster, port: int, agent_argv: Sequence[str] = ("-m", "bench.orchestrator", "fake-agent")
+) -> AsyncIterator[FakeAgentProcess]:
     images = c.tmp / "images" / "default"
     images.mkdir(parents=True)
     (images / "manifest.json").write_text('{"kernel": "vmlinuz", "min_memory_mb": 128}')
     env = agent_env(c, port, NODE_NAME="bench-node", IMAGES_DIR=str(images.parent),
                     SYSFS_ROOT=str(c.tmp / "no-sysfs"), CPU_OVERCOMMIT="64")  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.orchestrator", "fake-agent", env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable, *agent_argv, env=env, stdout=asyncio.subprocess.PIPE
+    )
     fake = FakeAgentProcess(proc)
     try:
         while not await c.api.get("/api/v1/nodes"):
