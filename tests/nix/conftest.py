@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 EVAL_NIX = Path(__file__).with_name("eval.nix")
 PACKAGE_EVAL_NIX = Path(__file__).with_name("package-eval.nix")
 LIB_ENV = "MXVM_NIXPKGS_LIB"
+# Used when LIB_ENV is unset: CI runs a clone with the project's shared/ folder beside it,
+# so a nixpkgs.lib checkout placed there makes CI evaluate the modules too.
+SHARED_LIB = REPO.parent / "shared" / "nixpkgs-lib"
 # Debian's nix-bin expects a nixbld group that evaluation never uses.
 NIX_OPTIONS = ["--option", "build-users-group", ""]
 
@@ -31,18 +34,19 @@ def nix_instantiate() -> str:
 
 
 def nixpkgs_lib() -> Path:
-    """The directory holding nixpkgs' lib/default.nix, from $MXVM_NIXPKGS_LIB."""
-    value = os.environ.get(LIB_ENV)
+    """The directory holding nixpkgs' lib/default.nix, from $MXVM_NIXPKGS_LIB, else from
+    ../shared/nixpkgs-lib beside the checkout."""
+    value = os.environ.get(LIB_ENV) or (str(SHARED_LIB) if SHARED_LIB.is_dir() else "")
     if not value:
         pytest.skip(
-            f"{LIB_ENV} is unset: point it at a checkout of nixpkgs' lib (e.g. "
-            "nix-community/nixpkgs.lib) to evaluate the NixOS modules"
+            f"{LIB_ENV} is unset and there is no {SHARED_LIB}: point it at a checkout of "
+            "nixpkgs' lib (e.g. nix-community/nixpkgs.lib) to evaluate the NixOS modules"
         )
     root = Path(value)
     for candidate in (root / "lib", root):
         if (candidate / "default.nix").is_file() and (candidate / "modules.nix").is_file():
             return candidate
-    pytest.fail(f"{LIB_ENV}={value} holds no nixpkgs lib (no lib/default.nix, lib/modules.nix)")
+    pytest.fail(f"{value} holds no nixpkgs lib (no lib/default.nix, lib/modules.nix)")
 
 
 def parse(path: Path) -> subprocess.CompletedProcess[str]:
