@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -209,6 +209,12 @@ class FakeAgentProcess:
             self._changed.clear()
             await self._changed.wait()
 
+    async def new_starts(self, before: Collection[str], n: int) -> dict[str, float]:
+        """Once `n` VMs not in `before` (an earlier copy of `started`) have started: their
+        allocation ids and start times."""
+        await self.wait_started(len(before) + n)
+        return {a: t for a, t in self.started.items() if a not in before}
+
 
 @contextlib.asynccontextmanager
 async def fake_agent_process(
@@ -245,9 +251,8 @@ async def _one_at_a_time(c: Cluster, fake: FakeAgentProcess, n: int) -> list[flo
         before = set(fake.started)
         t0 = time.monotonic()
         await c.api.post("/api/v1/jobs", json=_latency_spec(f"one-{i}"))
-        await fake.wait_started(len(before) + 1)
-        [new] = set(fake.started) - before
-        out.append((fake.started[new] - t0) * 1000)
+        [started] = (await fake.new_starts(before, 1)).values()
+        out.append((started - t0) * 1000)
         await asyncio.sleep(0.05)
     return out
 
@@ -276,11 +281,9 @@ async def _burst(c: Cluster, fake: FakeAgentProcess, n: int) -> list[float]:
         return out["job"]["id"], t0
 
     submitted = dict(await asyncio.gather(*(submit(i) for i in range(n))))
-    await fake.wait_started(len(before) + n)
+    started = await fake.new_starts(before, n)
     job_of = {a["id"]: a["job_id"] for a in await c.api.get("/api/v1/allocations")}
-    return [
-        (t - submitted[job_of[aid]]) * 1000 for aid, t in fake.started.items() if aid not in before
-    ]
+    return [(t - submitted[job_of[aid]]) * 1000 for aid, t in started.items()]
 
 
 def _cpu_ticks() -> tuple[int, int]:

@@ -21,12 +21,11 @@ import asyncio
 import atexit
 import functools
 import importlib
-import inspect
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,30 +63,28 @@ AGENT_STAGES = [
     ("runner: boot attempt", "mxvm.agent.runner:AllocRunner._attempt"),
     ("VM start (driver)", "mxvm.hypervisors.fake:FakeDriver.start"),
 ]
-LABELS = dict((target, label) for label, target in COORDINATOR_STAGES + AGENT_STAGES)
 
 
 # --- in the traced processes -------------------------------------------------------------
 
 
-def _wrapped(fn: Callable[..., Any], target: str, notes: list[tuple[float, str, str]]) -> Any:
-    if inspect.iscoroutinefunction(fn):
+def resolve(target: str) -> tuple[type, str]:
+    """ "module:Class.method" -> (the class, the method's name)."""
+    module, qualname = target.split(":")
+    owner_name, attr = qualname.rsplit(".", 1)
+    return getattr(importlib.import_module(module), owner_name), attr
 
-        @functools.wraps(fn)
-        async def traced_async(*args: Any, **kwargs: Any) -> Any:
-            notes.append((time.monotonic(), ">", target))
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                notes.append((time.monotonic(), "<", target))
 
-        return traced_async
+def _wrapped(
+    fn: Callable[..., Awaitable[Any]], target: str, notes: list[tuple[float, str, str]]
+) -> Callable[..., Awaitable[Any]]:
+    """`fn` (every stage is a coroutine method), noting its entry and exit."""
 
     @functools.wraps(fn)
-    def traced(*args: Any, **kwargs: Any) -> Any:
+    async def traced(*args: Any, **kwargs: Any) -> Any:
         notes.append((time.monotonic(), ">", target))
         try:
-            return fn(*args, **kwargs)
+            return await fn(*args, **kwargs)
         finally:
             notes.append((time.monotonic(), "<", target))
 
@@ -99,9 +96,7 @@ def install(stages: list[tuple[str, str]]) -> None:
     $MXVM_BENCH_TRACE_DIR when it exits."""
     notes: list[tuple[float, str, str]] = []
     for _, target in stages:
-        module, qualname = target.split(":")
-        owner_name, attr = qualname.rsplit(".", 1)
-        owner = getattr(importlib.import_module(module), owner_name)
+        owner, attr = resolve(target)
         setattr(owner, attr, _wrapped(getattr(owner, attr), target, notes))
     out = Path(os.environ[TRACE_DIR_ENV]) / f"{os.getpid()}.trace"
 
@@ -164,8 +159,7 @@ async def _phase(name: str, fake: FakeAgentProcess, submit: Callable[[], Any], n
     before = set(fake.started)
     t0 = time.monotonic()
     await submit()
-    await fake.wait_started(len(before) + n)
-    return Phase(name, t0, max(t for a, t in fake.started.items() if a not in before))
+    return Phase(name, t0, max((await fake.new_starts(before, n)).values()))
 
 
 async def timeline(n: int) -> None:
